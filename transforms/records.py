@@ -1,0 +1,102 @@
+"""The values that flow between stages: Woopra requests and dead letters (SPEC §8, §9)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode
+
+# Dead-letter reason codes (SPEC §9).
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+TOO_LARGE = "too_large"
+MISSING_TYPE = "missing_type"
+UNSUPPORTED_TYPE = "unsupported_type"
+MISSING_PROJECT = "missing_project"
+MISSING_IDENTITY = "missing_identity"
+INVALID_TIMESTAMP = "invalid_timestamp"
+REQUEST_TOO_LARGE = "request_too_large"
+HTTP_4XX = "http_4xx"
+RETRIES_EXHAUSTED = "retries_exhausted"
+
+# Stages a dead letter can come from (SPEC §9).
+STAGE_PARSE = "parse"
+STAGE_MAP = "map"
+STAGE_SEND = "send"
+
+METRICS_NAMESPACE = "woopra"
+
+# The tagged output through which every stage hands on its dead letters.
+DEAD_LETTER_TAG = "dead_letters"
+
+
+def wire_value(value: Any) -> str:
+    """How one JSON-typed parameter value travels in a URL (SPEC §7)."""
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, float):
+        text = repr(value)
+        if "e" in text:
+            text = format(Decimal(text), "f")
+        return text.removesuffix(".0")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class WoopraRequest:
+    """One HTTP call to Woopra's tracking API, with JSON-typed parameters."""
+
+    message_id: str | None
+    endpoint: str
+    params: dict[str, Any]
+    method: str = "GET"
+    # The original event, carried so that a failed send can dead-letter it (SPEC §9).
+    event: Any = field(default=None, compare=False, repr=False)
+
+    def wire_params(self) -> dict[str, str]:
+        return {key: wire_value(value) for key, value in self.params.items()}
+
+    def url(self) -> str:
+        return self.endpoint + "?" + urlencode(self.wire_params())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "endpoint": self.endpoint,
+            "method": self.method,
+            "params": self.params,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An input event that could not be delivered, and why (SPEC §9)."""
+
+    message_id: str | None
+    stage: str
+    reason: str
+    detail: str
+    event: Any = None
+    status: int | None = None
+    attempts: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "stage": self.stage,
+            "reason": self.reason,
+            "detail": self.detail,
+            "status": self.status,
+            "attempts": self.attempts,
+            "event": self.event,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
