@@ -20,6 +20,19 @@ INVALID_TIMESTAMP = "invalid_timestamp"
 REQUEST_TOO_LARGE = "request_too_large"
 HTTP_4XX = "http_4xx"
 RETRIES_EXHAUSTED = "retries_exhausted"
+DEAD_LETTER_REASONS = (
+    INVALID_JSON,
+    NOT_AN_OBJECT,
+    TOO_LARGE,
+    MISSING_TYPE,
+    UNSUPPORTED_TYPE,
+    MISSING_PROJECT,
+    MISSING_IDENTITY,
+    INVALID_TIMESTAMP,
+    REQUEST_TOO_LARGE,
+    HTTP_4XX,
+    RETRIES_EXHAUSTED,
+)
 
 # Stages a dead letter can come from (SPEC §9).
 STAGE_PARSE = "parse"

@@ -1,0 +1,118 @@
+"""The pipeline's own command-line options, beside all of Beam's (DESIGN.md "Interfaces")."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from transforms.mapping import DEFAULT_BASE_URL
+
+# Beam's DirectRunner first tries the Prism runner, which downloads a binary: these local
+# runners need nothing from the network and are what the DirectRunner falls back to.
+LOCAL_BATCH_RUNNER = "FnApiRunner"
+LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
+
+
+class WoopraOptions(PipelineOptions):
+    """Where events come from, how they map, and how they are delivered."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        source = parser.add_argument_group("input")
+        source.add_argument(
+            "--input", help="Glob of event files (.jsonl, .ndjson, .json, .avro, .gz)."
+        )
+        source.add_argument(
+            "--input_format",
+            choices=("auto", "jsonl", "json", "avro"),
+            default="auto",
+            help="File format; auto follows each file's extension.",
+        )
+        source.add_argument("--input_subscription", help="projects/P/subscriptions/S (streaming).")
+        source.add_argument("--input_topic", help="projects/P/topics/T (streaming).")
+
+        mapping = parser.add_argument_group("mapping")
+        mapping.add_argument("--project_name", help="Woopra project when an event names none.")
+        mapping.add_argument("--woopra_base_url", default=DEFAULT_BASE_URL)
+        mapping.add_argument(
+            "--idle_timeout_ms", type=int, help="Sent as `timeout` with every request."
+        )
+        mapping.add_argument(
+            "--no_stitch_identity",
+            action="store_true",
+            help="Do not fill cv_id/cv_email from the device's other events.",
+        )
+        mapping.add_argument(
+            "--allow_event",
+            action="append",
+            default=[],
+            help="Send only track events of this name (repeatable).",
+        )
+        mapping.add_argument(
+            "--deny_event",
+            action="append",
+            default=[],
+            help="Do not send track events of this name (repeatable).",
+        )
+        mapping.add_argument(
+            "--consent_category",
+            action="append",
+            default=[],
+            help="Drop events whose deniedConsentIds contain this category (repeatable).",
+        )
+
+        sink = parser.add_argument_group("delivery")
+        sink.add_argument(
+            "--sink",
+            choices=("woopra", "file"),
+            default="woopra",
+            help="woopra sends over HTTP; file writes the requests it would send (dry run).",
+        )
+        sink.add_argument("--output", default="out", help="Directory for files and report.json.")
+        sink.add_argument(
+            "--rate_limit",
+            type=float,
+            default=100.0,
+            help="Requests per second across all workers; 0 for no cap.",
+        )
+        sink.add_argument("--max_in_flight", type=int, default=32)
+        sink.add_argument(
+            "--max_attempts", type=int, default=6, help="Tries per request, the first included."
+        )
+        sink.add_argument(
+            "--max_retry_seconds",
+            type=float,
+            default=300.0,
+            help="Time budget for retrying one request.",
+        )
+        sink.add_argument(
+            "--rate_limit_service",
+            help="host:port of an Envoy rate limit service for one limit across workers.",
+        )
+
+
+def validate(options: PipelineOptions) -> None:
+    """Reject contradictory settings before anything runs."""
+    woopra = options.view_as(WoopraOptions)
+    sources = [woopra.input, woopra.input_subscription, woopra.input_topic]
+    if sum(source is not None for source in sources) != 1:
+        raise ValueError("give exactly one of --input, --input_subscription, --input_topic")
+    if woopra.allow_event and woopra.deny_event:
+        raise ValueError("--allow_event and --deny_event cannot be combined")
+    if woopra.max_in_flight < 1 or woopra.max_attempts < 1:
+        raise ValueError("--max_in_flight and --max_attempts must be at least 1")
+    if woopra.rate_limit < 0:
+        raise ValueError("--rate_limit must be 0 (no cap) or positive")
+
+
+def is_streaming(options: PipelineOptions) -> bool:
+    woopra = options.view_as(WoopraOptions)
+    return bool(woopra.input_subscription or woopra.input_topic)
+
+
+def apply_defaults(options: PipelineOptions) -> None:
+    """Streaming follows the source; locally, a runner that needs no download."""
+    standard = options.view_as(StandardOptions)
+    if is_streaming(options):
+        standard.streaming = True
+    if standard.runner is None:
+        standard.runner = LOCAL_STREAMING_RUNNER if standard.streaming else LOCAL_BATCH_RUNNER

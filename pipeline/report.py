@@ -1,0 +1,76 @@
+"""The run report: where every input event ended (SPEC §10), from the pipeline's metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricResults, MetricsFilter
+
+from transforms.file_sink import dead_letter_metric
+from transforms.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE
+
+REPORT_FILE = "report.json"
+# Delivery figures the HTTP sink adds to the report when it ran.
+_DELIVERY_COUNTERS = ("retries", "throttled_responses", "throttled_ms")
+
+
+def counters_of(metrics: MetricResults) -> dict[str, int]:
+    """This pipeline's counters by name, committed values where the runner has them."""
+    results = metrics.query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    totals: dict[str, int] = {}
+    for counter in results["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+    return totals
+
+
+def build_report(counters: dict[str, int], elapsed_seconds: float) -> dict[str, Any]:
+    """input, sent, filtered, dead_lettered and its reasons; they add up when nothing is lost."""
+    report: dict[str, Any] = {
+        name: counters.get(name, 0) for name in ("input", "sent", "filtered", "dead_lettered")
+    }
+    report["dead_letter_reasons"] = {
+        reason: counters[dead_letter_metric(reason)]
+        for reason in DEAD_LETTER_REASONS
+        if counters.get(dead_letter_metric(reason))
+    }
+    report["balanced"] = report["input"] == (
+        report["sent"] + report["filtered"] + report["dead_lettered"]
+    )
+    report.update({name: counters[name] for name in _DELIVERY_COUNTERS if name in counters})
+    report["elapsed_seconds"] = round(elapsed_seconds, 3)
+    if elapsed_seconds > 0:
+        report["sent_per_second"] = round(report["sent"] / elapsed_seconds, 1)
+    return report
+
+
+def write_report(report: dict[str, Any], output_dir: str) -> str:
+    """report.json under --output (a local directory or any Beam filesystem path)."""
+    report_path = FileSystems.join(output_dir, REPORT_FILE)
+    if not FileSystems.exists(output_dir) and "://" not in output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    with FileSystems.create(report_path) as handle:
+        handle.write((json.dumps(report, indent=2) + "\n").encode("utf-8"))
+    return report_path
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human summary printed at the end of a run."""
+    lines = [
+        "run report",
+        f"  input          {report['input']:>10}",
+        f"  sent           {report['sent']:>10}",
+        f"  filtered       {report['filtered']:>10}",
+        f"  dead-lettered  {report['dead_lettered']:>10}",
+    ]
+    lines += [f"    {reason:<20} {n:>8}" for reason, n in report["dead_letter_reasons"].items()]
+    lines += [f"  {name:<15}{report[name]:>10}" for name in _DELIVERY_COUNTERS if name in report]
+    lines.append(f"  elapsed        {report['elapsed_seconds']:>10} s")
+    if "sent_per_second" in report:
+        lines.append(f"  achieved rate  {report['sent_per_second']:>10} requests/s")
+    verdict = "counts add up" if report["balanced"] else "COUNTS DO NOT ADD UP"
+    lines.append(f"  {verdict}: sent + filtered + dead-lettered = input")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Reading fields of a RudderStack event that may be absent or of the wrong shape (SPEC §1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transforms.records import wire_value
+
+WOOPRA_KEY = "woopra"
+
+
+def non_empty(value: Any) -> str | None:
+    """The value as text if it counts as non-empty (SPEC §1), else None.
+
+    A string of length > 0, or a number made into text; booleans, objects, lists and
+    null are absent.
+    """
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return wire_value(value)
+
+
+def first_non_empty(*values: Any) -> str | None:
+    """The first value that counts as non-empty, as text."""
+    for value in values:
+        text = non_empty(value)
+        if text is not None:
+            return text
+    return None
+
+
+def as_object(value: Any) -> dict[str, Any]:
+    """The value if it is a JSON object, else an empty one: wrong shapes count as absent."""
+    return value if isinstance(value, dict) else {}
+
+
+def path(event: dict[str, Any], *keys: str) -> Any:
+    """The value at a dotted path, or None when any step is missing or not an object."""
+    value: Any = event
+    for key in keys:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def woopra_integration(event: dict[str, Any]) -> tuple[bool, Any]:
+    """Whether `integrations` names Woopra (key matched case-insensitively), and its value.
+
+    An exact `woopra` key wins over other spellings; among those, the first in the event.
+    """
+    integrations = as_object(event.get("integrations"))
+    if WOOPRA_KEY in integrations:
+        return True, integrations[WOOPRA_KEY]
+    for key, value in integrations.items():
+        if key.lower() == WOOPRA_KEY:
+            return True, value
+    return False, None

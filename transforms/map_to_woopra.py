@@ -1,0 +1,76 @@
+"""ValidateEvents and MapToWoopra: the Beam stages around the pure mapping functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.mapping import MappingSettings, PreparedEvent, build_request, prepare_event
+from transforms.records import DEAD_LETTER_TAG, METRICS_NAMESPACE, DeadLetter
+
+
+class _ValidateFn(beam.DoFn):
+    def __init__(self, settings: MappingSettings) -> None:
+        self.settings = settings
+        self.valid = Metrics.counter(METRICS_NAMESPACE, "valid")
+
+    def process(self, event: dict[str, Any]):
+        prepared = prepare_event(event, self.settings)
+        if isinstance(prepared, DeadLetter):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, prepared)
+        else:
+            self.valid.inc()
+            yield prepared
+
+
+class ValidateEvents(beam.PTransform):
+    """Events to PreparedEvents: type, project, identity and timestamp checks (SPEC §1).
+
+    These run before the shuffle by device because the device is part of what they find.
+    Returns the prepared events as the main output and dead letters under DEAD_LETTER_TAG.
+    """
+
+    def __init__(self, settings: MappingSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def expand(self, events):
+        return events | "Validate" >> beam.ParDo(_ValidateFn(self.settings)).with_outputs(
+            DEAD_LETTER_TAG, main="prepared"
+        )
+
+
+class _MapDeviceFn(beam.DoFn):
+    def __init__(self, settings: MappingSettings) -> None:
+        self.settings = settings
+
+    def process(self, element: tuple[str, list[PreparedEvent]]):
+        device, events = element
+        requests = []
+        for event in events:
+            request = build_request(event, self.settings)
+            if isinstance(request, DeadLetter):
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, request)
+            else:
+                requests.append(request)
+        if requests:
+            yield device, requests
+
+
+class MapToWoopra(beam.PTransform):
+    """(device, [PreparedEvent]) to (device, [WoopraRequest]) in the same order (SPEC §5-§7).
+
+    Returns the requests as the main output and `request_too_large` dead letters under
+    DEAD_LETTER_TAG.
+    """
+
+    def __init__(self, settings: MappingSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def expand(self, devices):
+        return devices | "BuildRequests" >> beam.ParDo(_MapDeviceFn(self.settings)).with_outputs(
+            DEAD_LETTER_TAG, main="requests"
+        )

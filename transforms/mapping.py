@@ -1,0 +1,258 @@
+"""From a RudderStack event to one Woopra tracking request (SPEC §2, §4-§7): pure functions.
+
+`prepare_event` runs the checks that decide whether an event can be sent at all and who it
+belongs to; `build_request` turns a prepared (and possibly stitched) event into the request.
+`map_event` is both at once, for a single event without stitching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from transforms.fields import as_object, first_non_empty, non_empty, path, woopra_integration
+from transforms.records import (
+    INVALID_TIMESTAMP,
+    MISSING_IDENTITY,
+    MISSING_PROJECT,
+    MISSING_TYPE,
+    REQUEST_TOO_LARGE,
+    STAGE_MAP,
+    UNSUPPORTED_TYPE,
+    DeadLetter,
+    WoopraRequest,
+)
+from transforms.timestamps import InvalidTimestampError, event_timestamp_ms
+from transforms.useragent import browser_of
+from transforms.values import flatten_into
+
+DEFAULT_BASE_URL = "https://www.woopra.com"
+SUPPORTED_TYPES = ("identify", "track", "page", "screen")
+MAX_URL_BYTES = 8000
+WOOPRA_ID_TYPE = "woopraid"
+# Keys of `traits` that feed named parameters instead of `cv_<key>` (SPEC §5).
+_TRAITS_NOT_COPIED = frozenset({"userId", "id", "company"})
+# Page properties that fall back to `context.page` when missing or null (SPEC §6).
+_PAGE_FALLBACK_KEYS = ("url", "title", "referrer", "search", "path")
+
+
+@dataclass(frozen=True)
+class MappingSettings:
+    """What the user configured that changes the requests."""
+
+    project_name: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    idle_timeout_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedEvent:
+    """An event that passed every check up to its timestamp, with who it belongs to."""
+
+    event: dict[str, Any]
+    event_type: str
+    project: str
+    message_id: str | None
+    timestamp_ms: int | None
+    cv_id: str | None
+    cv_email: str | None
+    cookie: str | None
+
+    @property
+    def device_key(self) -> str:
+        """The device an event belongs to: its cookie, else its cv_id, else its cv_email."""
+        if self.cookie is not None:
+            return "cookie:" + self.cookie
+        if self.cv_id is not None:
+            return "cv_id:" + self.cv_id
+        return "cv_email:" + str(self.cv_email)
+
+    @property
+    def send_order(self) -> tuple[bool, int, str]:
+        """Timestamp order, ties broken by messageId; events without a timestamp last."""
+        return (self.timestamp_ms is None, self.timestamp_ms or 0, self.message_id or "")
+
+
+def message_id_of(event: Any) -> str | None:
+    """The event's messageId as text, when it has one."""
+    return non_empty(event.get("messageId")) if isinstance(event, dict) else None
+
+
+def _dead(event: dict[str, Any], reason: str, detail: str) -> DeadLetter:
+    return DeadLetter(message_id_of(event), STAGE_MAP, reason, detail, event=event)
+
+
+def prepare_event(event: dict[str, Any], settings: MappingSettings) -> PreparedEvent | DeadLetter:
+    """Check type, project, identity and timestamp, in that order (SPEC §1)."""
+    raw_type = event.get("type")
+    if not isinstance(raw_type, str):
+        return _dead(event, MISSING_TYPE, "type is missing or not a string")
+    event_type = raw_type.lower()
+    if event_type not in SUPPORTED_TYPES:
+        return _dead(event, UNSUPPORTED_TYPE, f"type {raw_type[:64]!r} is not supported")
+    project = project_of(event, settings)
+    if project is None:
+        return _dead(event, MISSING_PROJECT, "no projectName in integrations and none configured")
+    cv_id, cv_email, cookie = identity_of(event)
+    if cv_id is None and cv_email is None and cookie is None:
+        return _dead(event, MISSING_IDENTITY, "no userId, email, woopraId or anonymousId")
+    try:
+        timestamp_ms = event_timestamp_ms(event)
+    except InvalidTimestampError as err:
+        return _dead(event, INVALID_TIMESTAMP, str(err))
+    return PreparedEvent(
+        event=event,
+        event_type=event_type,
+        project=project,
+        message_id=message_id_of(event),
+        timestamp_ms=timestamp_ms,
+        cv_id=cv_id,
+        cv_email=cv_email,
+        cookie=cookie,
+    )
+
+
+def project_of(event: dict[str, Any], settings: MappingSettings) -> str | None:
+    """`integrations.<woopra>.projectName`, else the configured project (SPEC §2)."""
+    _, integration = woopra_integration(event)
+    return first_non_empty(as_object(integration).get("projectName"), settings.project_name)
+
+
+def identity_of(event: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """The event's own cv_id, cv_email and cookie (SPEC §4)."""
+    traits = as_object(event.get("traits"))
+    context_traits = as_object(path(event, "context", "traits"))
+    cv_id = first_non_empty(
+        event.get("userId"),
+        traits.get("userId"),
+        traits.get("id"),
+        context_traits.get("userId"),
+        context_traits.get("id"),
+    )
+    cv_email = first_non_empty(
+        traits.get("email"),
+        context_traits.get("email"),
+        path(event, "properties", "email"),
+    )
+    cookie = first_non_empty(woopra_id_of(event), event.get("anonymousId"))
+    return cv_id, cv_email, cookie
+
+
+def woopra_id_of(event: dict[str, Any]) -> str | None:
+    """The id of the first `context.externalId` entry of type woopraId with a non-empty id."""
+    external_ids = path(event, "context", "externalId")
+    if not isinstance(external_ids, list):
+        return None
+    for entry in external_ids:
+        entry_type = entry.get("type") if isinstance(entry, dict) else None
+        if isinstance(entry_type, str) and entry_type.lower() == WOOPRA_ID_TYPE:
+            woopra_id = non_empty(entry.get("id"))
+            if woopra_id is not None:
+                return woopra_id
+    return None
+
+
+def build_request(prepared: PreparedEvent, settings: MappingSettings) -> WoopraRequest | DeadLetter:
+    """The Woopra request for a prepared event, or `request_too_large` (SPEC §5-§7)."""
+    event = prepared.event
+    endpoint_path = "/track/identify" if prepared.event_type == "identify" else "/track/ce"
+    params: dict[str, Any] = {"project": prepared.project}
+    if prepared.event_type != "identify":
+        params["event"] = event_name_of(prepared.event_type, event)
+    _add_visitor_params(params, prepared, settings)
+    if prepared.event_type != "identify":
+        flatten_into(params, "ce_", _event_properties(prepared.event_type, event))
+        referer = _referer_of(prepared.event_type, event)
+        if referer is not None:
+            params["referer"] = referer
+    request = WoopraRequest(
+        message_id=prepared.message_id,
+        endpoint=settings.base_url.rstrip("/") + endpoint_path,
+        params=params,
+        event=event,
+    )
+    url_bytes = len(request.url())
+    if url_bytes > MAX_URL_BYTES:
+        return _dead(
+            event, REQUEST_TOO_LARGE, f"request URL is {url_bytes} bytes, over {MAX_URL_BYTES}"
+        )
+    return request
+
+
+def map_event(event: dict[str, Any], settings: MappingSettings) -> WoopraRequest | DeadLetter:
+    """The request for one event on its own, without identity stitching."""
+    prepared = prepare_event(event, settings)
+    if isinstance(prepared, DeadLetter):
+        return prepared
+    return build_request(prepared, settings)
+
+
+def event_name_of(event_type: str, event: dict[str, Any]) -> str:
+    """The Woopra `event` parameter of a track, page or screen (SPEC §6)."""
+    if event_type == "track":
+        return (non_empty(event.get("event")) or "").lower()
+    words = [non_empty(event.get("category")), non_empty(event.get("name"))]
+    named = " ".join(word for word in words if word is not None)
+    return f"viewed {named or 'a'} {event_type}".lower()
+
+
+def _add_visitor_params(
+    params: dict[str, Any], prepared: PreparedEvent, settings: MappingSettings
+) -> None:
+    """Custom `cv_` traits, then the named parameters, which replace them (SPEC §5)."""
+    event = prepared.event
+    traits = as_object(event.get("traits"))
+    context = as_object(event.get("context"))
+    context_traits = as_object(context.get("traits"))
+    for source in (context_traits, traits):
+        copied = {key: value for key, value in source.items() if key not in _TRAITS_NOT_COPIED}
+        flatten_into(params, "cv_", copied)
+    ip = non_empty(context.get("ip"))
+    user_agent = context.get("userAgent")
+    named = {
+        "cv_id": prepared.cv_id,
+        "cv_email": prepared.cv_email,
+        "cookie": prepared.cookie,
+        "timestamp": prepared.timestamp_ms,
+        "ip": ip,
+        "cv_ip": ip,
+        "cv_name": first_non_empty(traits.get("name"), context_traits.get("name")),
+        "cv_company": first_non_empty(
+            _company_name(traits.get("company")), _company_name(context_traits.get("company"))
+        ),
+        "device": non_empty(path(context, "device", "type")),
+        "app": non_empty(path(context, "app", "name")),
+        "os": non_empty(path(context, "os", "name")),
+        "browser": browser_of(user_agent) if isinstance(user_agent, str) else None,
+        "timeout": settings.idle_timeout_ms,
+    }
+    params.update((key, value) for key, value in named.items() if value is not None)
+
+
+def _company_name(company: Any) -> Any:
+    """A company given as an object counts by its `name`."""
+    return company.get("name") if isinstance(company, dict) else company
+
+
+def _event_properties(event_type: str, event: dict[str, Any]) -> dict[str, Any]:
+    """`properties`, with a page's missing url, title, referrer, search, path from context.page."""
+    properties = as_object(event.get("properties"))
+    if event_type != "page":
+        return properties
+    page = as_object(path(event, "context", "page"))
+    fallback = {
+        key: page[key]
+        for key in _PAGE_FALLBACK_KEYS
+        if properties.get(key) is None and page.get(key) is not None
+    }
+    return {**properties, **fallback} if fallback else properties
+
+
+def _referer_of(event_type: str, event: dict[str, Any]) -> str | None:
+    """A page's referrer (with the context.page fallback); a screen's from properties only."""
+    if event_type == "track":
+        return None
+    referrer = path(event, "properties", "referrer")
+    if referrer is None and event_type == "page":
+        referrer = path(event, "context", "page", "referrer")
+    return non_empty(referrer)

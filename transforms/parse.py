@@ -1,0 +1,146 @@
+"""ParseEvents: raw records (lines, messages) to event objects (SPEC §1)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from transforms.mapping import message_id_of
+from transforms.records import (
+    DEAD_LETTER_TAG,
+    INVALID_JSON,
+    METRICS_NAMESPACE,
+    NOT_AN_OBJECT,
+    STAGE_PARSE,
+    TOO_LARGE,
+    DeadLetter,
+)
+
+MAX_EVENT_BYTES = 32 * 1024
+# Deeper events cannot be walked, encoded or shuffled safely; no real event comes close.
+MAX_NESTING = 100
+# An over-size line is still parsed for its messageId up to this size; beyond, it is not.
+MAX_BYTES_PARSED_FOR_ID = 1024 * 1024
+# The raw text kept in a dead letter of an over-size line.
+MAX_DEAD_LETTER_TEXT = 1024 * 1024
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+class InvalidEventError(ValueError):
+    """The record is not valid UTF-8 JSON."""
+
+
+def _reject_constant(name: str) -> float:
+    raise InvalidEventError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidEventError(f"number {text[:32]} is out of range")
+    return value
+
+
+def loads_strict(data: bytes) -> Any:
+    """JSON as RFC 8259 has it: UTF-8, no NaN or Infinity, no number that overflows a float."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidEventError(f"not valid UTF-8 at byte {err.start}") from err
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError as err:
+        raise InvalidEventError("nested too deeply") from err
+    except json.JSONDecodeError as err:
+        raise InvalidEventError(f"not valid JSON: {err.msg} at char {err.pos}") from err
+    if data.count(b"{") + data.count(b"[") > MAX_NESTING and _depth(value) > MAX_NESTING:
+        raise InvalidEventError(f"nested deeper than {MAX_NESTING} levels")
+    if _SURROGATE_ESCAPE.search(data) and not _encodable(value):
+        raise InvalidEventError("contains an unpaired UTF-16 surrogate")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = node.values() if isinstance(node, dict) else node
+        if isinstance(node, dict | list):
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _raw_text(data: bytes) -> str:
+    """The record as text for a dead letter, keeping undecodable bytes visible."""
+    return data[:MAX_DEAD_LETTER_TEXT].decode("utf-8", errors="backslashreplace")
+
+
+def parse_record(record: bytes | str) -> dict[str, Any] | DeadLetter | None:
+    """The event in one line or message; None for a blank line, which is not an event."""
+    data = record.encode("utf-8", errors="surrogatepass") if isinstance(record, str) else record
+    if not data.strip():
+        return None
+    if len(data) > MAX_EVENT_BYTES:
+        return _too_large(data)
+    try:
+        value = loads_strict(data)
+    except InvalidEventError as err:
+        return DeadLetter(None, STAGE_PARSE, INVALID_JSON, str(err), event=_raw_text(data))
+    if not isinstance(value, dict):
+        detail = f"a JSON {_JSON_KINDS.get(type(value), 'null')}, not an object"
+        return DeadLetter(None, STAGE_PARSE, NOT_AN_OBJECT, detail, event=value)
+    return value
+
+
+def _too_large(data: bytes) -> DeadLetter:
+    message_id = None
+    if len(data) <= MAX_BYTES_PARSED_FOR_ID:
+        with contextlib.suppress(InvalidEventError):
+            message_id = message_id_of(loads_strict(data))
+    detail = f"{len(data)} bytes, over {MAX_EVENT_BYTES}"
+    if len(data) > MAX_DEAD_LETTER_TEXT:
+        detail += f"; event text cut to the first {MAX_DEAD_LETTER_TEXT} bytes"
+    return DeadLetter(message_id, STAGE_PARSE, TOO_LARGE, detail, event=_raw_text(data))
+
+
+class _ParseFn(beam.DoFn):
+    def __init__(self) -> None:
+        self.input_events = Metrics.counter(METRICS_NAMESPACE, "input")
+
+    def process(self, record: bytes | str):
+        parsed = parse_record(record)
+        if parsed is None:
+            return
+        self.input_events.inc()
+        if isinstance(parsed, DeadLetter):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, parsed)
+        else:
+            yield parsed
+
+
+class ParseEvents(beam.PTransform):
+    """Bytes or text records to event dicts; counts every non-blank record as input.
+
+    Returns the events as the main output and dead letters under DEAD_LETTER_TAG.
+    """
+
+    def expand(self, records):
+        return records | "Parse" >> beam.ParDo(_ParseFn()).with_outputs(
+            DEAD_LETTER_TAG, main="events"
+        )

@@ -1,0 +1,68 @@
+"""Event timestamps as integer milliseconds since the epoch (SPEC §5)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_ISO_DATE_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?",
+    re.ASCII,
+)
+
+
+class InvalidTimestampError(ValueError):
+    """The chosen timestamp field is present but cannot be read."""
+
+
+def event_timestamp_ms(event: dict[str, Any]) -> int | None:
+    """`originalTimestamp` if present and not null, else `timestamp`; None when both are absent.
+
+    The chosen field decides: when it cannot be parsed there is no fallback to the other.
+    """
+    value = event.get("originalTimestamp")
+    if value is None:
+        value = event.get("timestamp")
+    if value is None:
+        return None
+    return parse_timestamp_ms(value)
+
+
+def parse_timestamp_ms(value: Any) -> int:
+    """Milliseconds since the epoch from an ISO 8601 date-time or a JSON number of milliseconds.
+
+    Hand-written rather than `datetime.fromisoformat`, which accepts forms that are not
+    date-times (a bare date, week dates) and rounds sub-millisecond digits instead of
+    cutting them off.
+    """
+    if isinstance(value, bool):
+        raise InvalidTimestampError(f"not a date-time: {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if not isinstance(value, str):
+        raise InvalidTimestampError(f"not a date-time: {type(value).__name__}")
+    match = _ISO_DATE_TIME.fullmatch(value.strip())
+    if match is None:
+        raise InvalidTimestampError(f"not an ISO 8601 date-time: {value[:64]!r}")
+    year, month, day, hour, minute, second, fraction, _, sign, off_h, off_m = match.groups()
+    try:
+        days = date(int(year), int(month), int(day)).toordinal() - _EPOCH_ORDINAL
+    except ValueError as err:
+        raise InvalidTimestampError(f"no such date: {value[:64]!r}") from err
+    hour, minute, second = int(hour), int(minute), int(second or 0)
+    if hour > 23 or minute > 59 or second > 59:
+        raise InvalidTimestampError(f"no such time of day: {value[:64]!r}")
+    millis = int((fraction or "")[:3].ljust(3, "0"))
+    offset_minutes = 0
+    if sign:
+        offset_h, offset_m = int(off_h), int(off_m)
+        if offset_h > 23 or offset_m > 59:
+            raise InvalidTimestampError(f"no such UTC offset: {value[:64]!r}")
+        offset_minutes = (offset_h * 60 + offset_m) * (1 if sign == "+" else -1)
+    seconds = ((days * 24 + hour) * 60 + minute - offset_minutes) * 60 + second
+    return seconds * 1000 + millis
