@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# ./run_local.sh        set up .venv if needed, run the main job on testdata against a local Woopra stub
+# ./run_local.sh test   set up .venv if needed, run ruff and the whole test suite (extra args go to pytest)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+STAMP="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+
+setup_venv() {
+  if [ ! -f "$STAMP" ]; then
+    echo "setting up $VENV (first run only) ..."
+    python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+    rm -f "$VENV"/.installed-*
+    touch "$STAMP"
+  fi
+}
+
+run_tests() {
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/ruff" format --check .
+  "$VENV/bin/pytest" "$@"
+}
+
+run_main_job() {
+  local output=out/sample
+  rm -rf "$output"
+  mkdir -p "$output"
+  local stub_log="$output/stub.log"
+  "$VENV/bin/woopra-stub" --port 0 --latency-ms 20 --record "$output/stub_requests.jsonl" \
+    >"$stub_log" 2>&1 &
+  local stub_pid=$!
+  trap 'kill "$stub_pid" 2>/dev/null || true; wait "$stub_pid" 2>/dev/null || true' EXIT
+  local url=""
+  for _ in $(seq 1 100); do
+    url=$(sed -n 's/^listening on //p' "$stub_log")
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  [ -n "$url" ] || { echo "woopra-stub did not start:"; cat "$stub_log"; exit 1; }
+  echo "woopra-stub listening on $url"
+  "$VENV/bin/woopra-pipeline" \
+    --input testdata/events.jsonl \
+    --project_name demo.example.com \
+    --consent_category C0004 \
+    --deny_event "Internal Test" \
+    --sink woopra \
+    --woopra_base_url "$url" \
+    --output "$output" \
+    "$@"
+  echo "requests received by the stub: $(wc -l <"$output/stub_requests.jsonl") (see $output/)"
+}
+
+setup_venv
+case "${1:-}" in
+  test) shift; run_tests "$@" ;;
+  *) run_main_job "$@" ;;
+esac

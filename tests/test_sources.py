@@ -1,0 +1,112 @@
+"""Reading event files of every supported format from real files (DESIGN.md "Interfaces")."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import apache_beam as beam
+import fastavro
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.options import LOCAL_BATCH_RUNNER
+from pipeline.sources import ReadEventFiles, format_of
+from tests.helpers import run_file_sink
+
+EVENTS = [
+    {"type": "track", "event": "a", "anonymousId": "x", "messageId": "1"},
+    {"type": "identify", "userId": "u", "anonymousId": "x", "messageId": "2"},
+]
+
+
+def _assert_reads_both_events(pattern: str) -> None:
+    with beam.Pipeline(runner=LOCAL_BATCH_RUNNER) as pipeline:
+        records = pipeline | ReadEventFiles(pattern)
+        events = records | beam.Map(lambda record: json.loads(record)["messageId"])
+        assert_that(events, equal_to(["1", "2"]))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("a.jsonl", "jsonl"),
+        ("a.ndjson.gz", "jsonl"),
+        ("a.JSON", "json"),
+        ("a.json.gz", "json"),
+        ("a.avro", "avro"),
+        ("a.txt", "jsonl"),
+    ],
+)
+def test_format_follows_the_extension(name, expected):
+    assert format_of(name) == expected
+
+
+def test_configured_format_wins_over_the_extension():
+    assert format_of("events.json", "jsonl") == "jsonl"
+
+
+def _jsonl() -> bytes:
+    return b"".join(json.dumps(e).encode() + b"\n" for e in EVENTS)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("events.jsonl", _jsonl()),
+        ("events.ndjson", _jsonl()),
+        ("events.jsonl.gz", gzip.compress(_jsonl())),
+        ("events.json", json.dumps(EVENTS).encode()),
+        ("events.json.gz", gzip.compress(json.dumps(EVENTS).encode())),
+        ("events.json", _jsonl()),  # BigQuery-style JSON lines named .json
+    ],
+)
+def test_every_text_format_yields_each_event_once(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    _assert_reads_both_events(str(tmp_path / name))
+
+
+def test_json_file_holding_one_object_is_one_event(tmp_path):
+    (tmp_path / "one.json").write_text(json.dumps(EVENTS[0], indent=2))
+    with beam.Pipeline(runner=LOCAL_BATCH_RUNNER) as pipeline:
+        records = pipeline | ReadEventFiles(str(tmp_path / "one.json"))
+        assert_that(records | beam.Map(lambda r: json.loads(r)["messageId"]), equal_to(["1"]))
+
+
+def test_avro_records_are_read_as_events(tmp_path):
+    schema = {
+        "type": "record",
+        "name": "Event",
+        "fields": [
+            {"name": "type", "type": "string"},
+            {"name": "anonymousId", "type": "string"},
+            {"name": "messageId", "type": "string"},
+            {"name": "userId", "type": ["null", "string"], "default": None},
+            {"name": "event", "type": ["null", "string"], "default": None},
+        ],
+    }
+    with open(tmp_path / "events.avro", "wb") as handle:
+        fastavro.writer(handle, schema, [{**e, "event": e.get("event")} for e in EVENTS])
+    _assert_reads_both_events(str(tmp_path / "events.avro"))
+
+
+def test_mixed_formats_in_one_glob_run_through_the_pipeline(tmp_path):
+    input_dir = tmp_path / "in"
+    input_dir.mkdir()
+    (input_dir / "a.jsonl").write_bytes(_jsonl())
+    (input_dir / "b.json").write_text(json.dumps(EVENTS))
+    (input_dir / "c.jsonl.gz").write_bytes(gzip.compress(_jsonl() + b"\n\nnot json\n"))
+    report = run_file_sink(str(input_dir / "*"), tmp_path / "out", "--project_name", "p")
+    assert report["input"] == 7
+    assert report["sent"] == 6
+    assert report["dead_letter_reasons"] == {"invalid_json": 1}
+
+
+def test_json_array_element_with_nan_is_dead_lettered_alone(tmp_path):
+    (tmp_path / "a.json").write_text(
+        '[{"type": "track", "anonymousId": "x", "properties": {"v": NaN}},'
+        ' {"type": "track", "anonymousId": "y"}]'
+    )
+    report = run_file_sink(str(tmp_path / "a.json"), tmp_path / "out", "--project_name", "p")
+    assert (report["input"], report["sent"]) == (2, 1)
+    assert report["dead_letter_reasons"] == {"invalid_json": 1}
