@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import apache_beam as beam
+from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.mapping import PreparedEvent
+from transforms.records import METRICS_NAMESPACE
 
 COOKIE_KEY_PREFIX = "cookie:"
 
@@ -61,22 +73,153 @@ def resolve_device(
     return ordered
 
 
-class ResolveIdentity(beam.PTransform):
-    """PreparedEvents to (device key, [PreparedEvent]) in send order, one keyed shuffle.
+@dataclass(frozen=True)
+class StreamingSettings:
+    """How long a device's events wait to be sent together, and what it remembers."""
 
-    The one GroupByKey by device serves stitching, ordering and the sink's per-device
-    sequencing together.
+    max_buffering_seconds: float = 5.0
+    max_buffered_events: int = 500
+    identity_ttl_seconds: float = 30 * 24 * 3600
+    dedup_window_seconds: float = 24 * 3600
+
+
+class _StreamingResolveFn(beam.DoFn):
+    """Per device: drop repeated messageIds, buffer briefly, then order and stitch.
+
+    The clock is the element timestamp (Pub/Sub publish time), so TestStream controls it
+    and a backlog flushes at once. The current identity and the messageIds seen are kept
+    until the device has been quiet for the TTL; the dedup window prunes old messageIds.
     """
 
-    def __init__(self, stitch_identity: bool = True) -> None:
+    BUFFER = BagStateSpec("buffer", PickleCoder())
+    BUFFERED = ReadModifyWriteStateSpec("buffered", VarIntCoder())
+    IDENTITY = ReadModifyWriteStateSpec("identity", PickleCoder())
+    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
+    EXPIRE = TimerSpec("expire", TimeDomain.REAL_TIME)
+    # Fires when the input ends (drain, a bounded test stream) so no buffered event is lost.
+    DRAIN = TimerSpec("drain", TimeDomain.WATERMARK)
+
+    def __init__(self, stitch_identity: bool, settings: StreamingSettings) -> None:
+        self.stitch_identity = stitch_identity
+        self.settings = settings
+        self.duplicates = Metrics.counter(METRICS_NAMESPACE, "filtered_duplicate")
+        self.filtered = Metrics.counter(METRICS_NAMESPACE, "filtered")
+        self.expired = Metrics.counter(METRICS_NAMESPACE, "device_state_expired")
+
+    def process(
+        self,
+        element: tuple[str, PreparedEvent],
+        now=beam.DoFn.TimestampParam,
+        buffer=beam.DoFn.StateParam(BUFFER),
+        buffered=beam.DoFn.StateParam(BUFFERED),
+        identity=beam.DoFn.StateParam(IDENTITY),
+        seen=beam.DoFn.StateParam(SEEN),
+        flush=beam.DoFn.TimerParam(FLUSH),
+        expire=beam.DoFn.TimerParam(EXPIRE),
+        drain=beam.DoFn.TimerParam(DRAIN),
+    ):
+        device, event = element
+        if self._is_duplicate(event.message_id, now, seen):
+            self.duplicates.inc()
+            self.filtered.inc()
+            return
+        buffer.add(event)
+        count = (buffered.read() or 0) + 1
+        buffered.write(count)
+        expire.set(now + Duration(seconds=self.settings.identity_ttl_seconds))
+        if count == 1:
+            flush.set(now + Duration(seconds=self.settings.max_buffering_seconds))
+            drain.set(GlobalWindow().max_timestamp())
+        if count >= self.settings.max_buffered_events:
+            yield from self._flush(device, buffer, buffered, identity)
+
+    @on_timer(FLUSH)
+    def on_flush(
+        self,
+        key=beam.DoFn.KeyParam,
+        buffer=beam.DoFn.StateParam(BUFFER),
+        buffered=beam.DoFn.StateParam(BUFFERED),
+        identity=beam.DoFn.StateParam(IDENTITY),
+    ):
+        yield from self._flush(key, buffer, buffered, identity)
+
+    @on_timer(DRAIN)
+    def on_drain(
+        self,
+        key=beam.DoFn.KeyParam,
+        buffer=beam.DoFn.StateParam(BUFFER),
+        buffered=beam.DoFn.StateParam(BUFFERED),
+        identity=beam.DoFn.StateParam(IDENTITY),
+    ):
+        yield from self._flush(key, buffer, buffered, identity)
+
+    @on_timer(EXPIRE)
+    def on_expire(
+        self,
+        key=beam.DoFn.KeyParam,
+        buffer=beam.DoFn.StateParam(BUFFER),
+        buffered=beam.DoFn.StateParam(BUFFERED),
+        identity=beam.DoFn.StateParam(IDENTITY),
+        seen=beam.DoFn.StateParam(SEEN),
+    ):
+        yield from self._flush(key, buffer, buffered, identity)
+        identity.clear()
+        seen.clear()
+        self.expired.inc()
+
+    def _is_duplicate(self, message_id: str | None, now: Timestamp, seen) -> bool:
+        """Whether the messageId came before within the dedup window; remembers it if not."""
+        if message_id is None:
+            return False
+        now_micros = now.micros
+        window_micros = int(self.settings.dedup_window_seconds * 1_000_000)
+        first_seen = seen.read() or {}
+        seen_at = first_seen.get(message_id)
+        if seen_at is not None and now_micros - seen_at < window_micros:
+            return True
+        first_seen = {m: t for m, t in first_seen.items() if now_micros - t < window_micros}
+        first_seen[message_id] = now_micros
+        seen.write(first_seen)
+        return False
+
+    def _flush(self, device: str, buffer, buffered, identity):
+        events = list(buffer.read())
+        buffer.clear()
+        buffered.clear()
+        if not events:
+            return
+        ordered = in_send_order(events)
+        if self.stitch_identity and device.startswith(COOKIE_KEY_PREFIX):
+            ordered, current = stitch(ordered, identity.read() or NO_IDENTITY)
+            identity.write(current)
+        yield device, ordered
+
+
+class ResolveIdentity(beam.PTransform):
+    """PreparedEvents to (device key, [PreparedEvent]) in send order, in one keyed shuffle.
+
+    Batch: one GroupByKey by device serves stitching over the whole input, ordering and
+    the sink's per-device sequencing. Streaming: keyed state does the same per buffered
+    batch, remembering each device's identity for later events and dropping repeats.
+    """
+
+    def __init__(
+        self, stitch_identity: bool = True, streaming: StreamingSettings | None = None
+    ) -> None:
         super().__init__()
         self.stitch_identity = stitch_identity
+        self.streaming = streaming
 
     def expand(self, events):
+        keyed = events | "KeyByDevice" >> beam.Map(lambda event: (event.device_key, event))
+        if self.streaming is not None:
+            return keyed | "BufferOrderAndStitch" >> beam.ParDo(
+                _StreamingResolveFn(self.stitch_identity, self.streaming)
+            )
         stitch_identity = self.stitch_identity
         return (
-            events
-            | "KeyByDevice" >> beam.Map(lambda event: (event.device_key, event))
+            keyed
             | "GroupByDevice" >> beam.GroupByKey()
             | "OrderAndStitch"
             >> beam.MapTuple(
