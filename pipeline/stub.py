@@ -1,0 +1,425 @@
+"""A local Woopra-compatible HTTP server ("woopra-stub") for runs, tests and benchmarks.
+
+It answers Woopra's tracking endpoints (``GET /track/ce``, ``GET /track/identify``) and the bulk
+import endpoint (``POST /rest/3.0/import``) on loopback, injects latency and faults at given
+rates, and records every request, so that the sink can be exercised and checked without network.
+
+Choices worth knowing:
+
+- Faults: one draw per Woopra request from ``random.Random(seed)``, mapped onto bands laid out in
+  the order reset, throttle (429), fail (503), reject (400); the rest is answered 200. Rates that
+  add up to more than 1 therefore squeeze the later kinds out.
+- Latency is applied to every request before it is answered, whatever the outcome, a dropped
+  connection included (a reset then costs the client as much time as an answer would).
+- Unknown paths get 404, a known path with the wrong method 405; neither draws a fault, so they
+  do not shift a seeded sequence. Both are recorded.
+- A dropped connection is closed with SO_LINGER 0: the client gets a TCP reset and not a byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+IMPORT_PATH = "/rest/3.0/import"
+# Path -> the one method Woopra accepts there.
+ROUTES = {"/track/ce": "GET", "/track/identify": "GET", IMPORT_PATH: "POST"}
+
+_BODIES = {
+    200: b"ok\n",
+    400: b"rejected\n",
+    404: b"not found\n",
+    405: b"method not allowed\n",
+    429: b"throttled\n",
+    503: b"unavailable\n",
+}
+
+
+class _Server(ThreadingHTTPServer):
+    """Thread-per-connection server that can close its open keep-alive connections on stop."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], stub: WoopraStub) -> None:
+        self.stub = stub
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host name up (getfqdn), which may query DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Wake idle keep-alive handlers so that they end instead of serving after stop."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-answer are routine under fault injection; stay quiet about them.
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body are two writes; with Nagle on, delayed ACKs add ~40 ms to each answer.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def log_message(self, *args: Any) -> None:
+        """No per-request logging: it would cost more than the answer itself."""
+
+    def _serve(self) -> None:
+        arrived = time.time()
+        stub = self.server.stub
+        if not stub._begin():
+            self.close_connection = True
+            return
+        try:
+            self._answer_request(stub, arrived)
+        finally:
+            stub._end()
+
+    def _answer_request(self, stub: WoopraStub, arrived: float) -> None:
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.close_connection = True
+            self._answer(400)
+            return
+        url = urlsplit(self.path)
+        params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        method = ROUTES.get(url.path)
+        if method is None:
+            status: int | None = 404
+        elif method != self.command:
+            status = 405
+        else:
+            status = stub._draw()
+        record: dict[str, Any] = {
+            "path": url.path,
+            "params": params,
+            "status": status,
+            "ts": arrived,
+        }
+        if url.path == IMPORT_PATH and self.command == "POST":
+            record["body_lines"] = sum(1 for line in body.splitlines() if line.strip())
+        if stub.latency_ms > 0:
+            time.sleep(stub.latency_ms / 1000)
+        stub._record(record)
+        if status is None:
+            self._drop()
+        else:
+            self._answer(status)
+
+    def _read_body(self) -> bytes:
+        """Read the whole body, so that the next request on a keep-alive connection parses."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _answer(self, status: int) -> None:
+        body = _BODIES[status]
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        if status == 429:
+            self.send_header("Retry-After", str(self.server.stub.retry_after))
+        if status == 405:
+            self.send_header("Allow", ROUTES[urlsplit(self.path).path])
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _drop(self) -> None:
+        """Reset the connection without writing anything, as a crashed server would."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+        # The descriptor really closes (sending RST) once finish() has closed rfile.
+        self.connection.close()
+
+
+def _check_rate(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value}")
+    return value
+
+
+class WoopraStub:
+    """A Woopra stand-in on loopback with latency, faults and a record of every request."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_ms: float = 0.0,
+        fail_rate: float = 0.0,
+        throttle_rate: float = 0.0,
+        reset_rate: float = 0.0,
+        reject_rate: float = 0.0,
+        retry_after: int = 1,
+        seed: int | None = None,
+        record: str | os.PathLike[str] | None = None,
+        *,
+        keep_records: bool = True,
+    ) -> None:
+        if latency_ms < 0:
+            raise ValueError(f"latency_ms must not be negative, got {latency_ms}")
+        if retry_after < 0:
+            raise ValueError(f"retry_after must not be negative, got {retry_after}")
+        self.host = host
+        self.port = port
+        self.latency_ms = latency_ms
+        self.retry_after = int(retry_after)
+        self.record_path = record
+        # keep_records=False spares memory in long CLI runs, where only the file matters.
+        self.keep_records = keep_records
+        bands: list[tuple[float, int | None]] = []
+        edge = 0.0
+        for name, rate, status in (
+            ("reset_rate", reset_rate, None),
+            ("throttle_rate", throttle_rate, 429),
+            ("fail_rate", fail_rate, 503),
+            ("reject_rate", reject_rate, 400),
+        ):
+            edge += _check_rate(name, rate)
+            bands.append((edge, status))
+        self._bands = bands
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self._records: list[dict[str, Any]] = []
+        self._records_lock = threading.Lock()
+        self._file: Any = None
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._stopping = False
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._address: tuple[str, int] | None = None
+
+    def start(self) -> WoopraStub:
+        """Bind and serve in background threads; the port is known once this returns."""
+        if self._server is not None or self._stopping:
+            raise RuntimeError("a WoopraStub can be started only once")
+        if self.record_path is not None:
+            self._file = open(self.record_path, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            self._server = _Server((self.host, self.port), self)
+        except BaseException:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            raise
+        self._address = self._server.server_address[:2]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="woopra-stub",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, let requests in flight finish, close every socket and the record.
+
+        A request that arrives on a kept-alive connection while this runs is dropped unrecorded.
+        """
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        with self._idle:
+            self._stopping = True
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=self.latency_ms / 1000 + 5)
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._records_lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> WoopraStub:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL to point the sink at, e.g. ``http://127.0.0.1:PORT``."""
+        if self._address is None:
+            raise RuntimeError("the stub has not been started")
+        host, port = self._address
+        return f"http://{host}:{port}"
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """A snapshot of the requests so far, in the order they were answered."""
+        with self._records_lock:
+            return list(self._records)
+
+    def clear(self) -> None:
+        """Forget the records kept in memory (the record file is left as it is)."""
+        with self._records_lock:
+            self._records.clear()
+
+    def _draw(self) -> int | None:
+        with self._rng_lock:
+            x = self._rng.random()
+        for edge, status in self._bands:
+            if x < edge:
+                return status
+        return 200
+
+    def _record(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False) + "\n" if self._file is not None else ""
+        with self._records_lock:
+            if self.keep_records:
+                self._records.append(record)
+            if self._file is not None:
+                self._file.write(line)
+                self._file.flush()
+
+    def _begin(self) -> bool:
+        with self._idle:
+            if self._stopping:
+                return False
+            self._in_flight += 1
+            return True
+
+    def _end(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
+
+
+def _rate(text: str) -> float:
+    try:
+        return _check_rate("rate", float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _non_negative(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+        return value
+
+    return parse
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="woopra-stub",
+        description="Local Woopra-compatible HTTP server with latency and fault injection.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=_non_negative(int), default=0, help="0 = any free port")
+    parser.add_argument("--latency-ms", type=_non_negative(float), default=0.0)
+    parser.add_argument("--fail-rate", type=_rate, default=0.0, help="fraction answered 503")
+    parser.add_argument(
+        "--throttle-rate", type=_rate, default=0.0, help="fraction answered 429 with Retry-After"
+    )
+    parser.add_argument(
+        "--retry-after", type=_non_negative(int), default=1, help="Retry-After seconds"
+    )
+    parser.add_argument(
+        "--reset-rate", type=_rate, default=0.0, help="fraction dropped without an answer"
+    )
+    parser.add_argument("--reject-rate", type=_rate, default=0.0, help="fraction answered 400")
+    parser.add_argument("--seed", type=int, default=None, help="makes the fault choice repeatable")
+    parser.add_argument("--record", metavar="FILE", help="append one JSON line per request")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM, then stop cleanly and return 0."""
+    args = _parser().parse_args(argv)
+    stub = WoopraStub(
+        host=args.host,
+        port=args.port,
+        latency_ms=args.latency_ms,
+        fail_rate=args.fail_rate,
+        throttle_rate=args.throttle_rate,
+        reset_rate=args.reset_rate,
+        reject_rate=args.reject_rate,
+        retry_after=args.retry_after,
+        seed=args.seed,
+        record=args.record,
+        keep_records=False,
+    )
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+    try:
+        stub.start()
+    except OSError as exc:
+        print(f"woopra-stub: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"listening on {stub.url}", flush=True)
+        while not stopped.wait(0.5):
+            pass
+    finally:
+        stub.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
