@@ -115,7 +115,10 @@ def prepare_event(event: dict[str, Any], settings: MappingSettings) -> PreparedE
 def project_of(event: dict[str, Any], settings: MappingSettings) -> str | None:
     """`integrations.<woopra>.projectName`, else the configured project (SPEC §2)."""
     _, integration = woopra_integration(event)
-    return first_non_empty(as_object(integration).get("projectName"), settings.project_name)
+    named = as_object(integration).get("projectName")
+    if isinstance(named, str) and named:
+        return named
+    return settings.project_name or None
 
 
 def identity_of(event: dict[str, Any]) -> tuple[str | None, str | None, str | None]:

@@ -60,6 +60,8 @@ def loads_strict(data: bytes) -> Any:
         raise InvalidEventError("nested too deeply") from err
     except json.JSONDecodeError as err:
         raise InvalidEventError(f"not valid JSON: {err.msg} at char {err.pos}") from err
+    except ValueError as err:  # e.g. an integer beyond the interpreter's digit limit
+        raise InvalidEventError(f"not valid JSON: {str(err)[:80]}") from err
     if data.count(b"{") + data.count(b"[") > MAX_NESTING and _depth(value) > MAX_NESTING:
         raise InvalidEventError(f"nested deeper than {MAX_NESTING} levels")
     if _SURROGATE_ESCAPE.search(data) and not _encodable(value):

@@ -9,7 +9,7 @@ from typing import Any
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _ISO_DATE_TIME = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?",
+    r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?",
     re.ASCII,
 )
 
@@ -60,7 +60,7 @@ def parse_timestamp_ms(value: Any) -> int:
     millis = int((fraction or "")[:3].ljust(3, "0"))
     offset_minutes = 0
     if sign:
-        offset_h, offset_m = int(off_h), int(off_m)
+        offset_h, offset_m = int(off_h), int(off_m or 0)
         if offset_h > 23 or offset_m > 59:
             raise InvalidTimestampError(f"no such UTC offset: {value[:64]!r}")
         offset_minutes = (offset_h * 60 + offset_m) * (1 if sign == "+" else -1)
