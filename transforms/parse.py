@@ -33,7 +33,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
-class InvalidEventError(ValueError):
+class InvalidEventError(Exception):
     """The record is not valid UTF-8 JSON."""
 
 
