@@ -1,0 +1,221 @@
+"""Sends one Woopra request until it is delivered or dead-lettered (SPEC §10).
+
+Shaped like Beam's `io/requestresponse.py` Caller (a context manager owning the client), but it
+returns an `Outcome` instead of raising, because the sink dead-letters rather than fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from http.cookiejar import DefaultCookiePolicy
+
+import requests
+from apache_beam.utils.retry import FuzzedExponentialIntervals
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader, MaxRetryError
+from urllib3.util.retry import Retry
+
+from transforms.rate_limit import WorkerThrottle
+from transforms.records import HTTP_4XX, RETRIES_EXHAUSTED, STAGE_SEND, DeadLetter, WoopraRequest
+
+_LOGGER = logging.getLogger(__name__)
+
+# Transport errors worth another attempt: the connection failed, broke, or timed out.
+_RETRYABLE_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+# Used only for its Retry-After parser (delay-seconds or HTTP-date, capped at 6 hours).
+_RETRY_AFTER_PARSER = Retry(total=0)
+
+
+def is_retryable(status: int) -> bool:
+    """Whether an HTTP status is worth another attempt: 408, 429, 5xx except 501 and 505."""
+    return status in (408, 429) or (500 <= status <= 599 and status not in (501, 505))
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header as seconds from now; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return float(_RETRY_AFTER_PARSER.parse_retry_after(value))
+    except InvalidHeader:
+        return None
+
+
+def describe_error(error: BaseException) -> str:
+    """An error's type and root cause by name only: their messages can hold the request URL."""
+    outer = type(error).__name__
+    cause: BaseException | None = error
+    for _ in range(5):
+        if isinstance(cause, MaxRetryError) and cause.reason is not None:
+            inner: BaseException | None = cause.reason
+        else:
+            inner = next((a for a in reversed(cause.args) if isinstance(a, BaseException)), None)
+            inner = inner or cause.__cause__
+        if inner is None:
+            break
+        cause = inner
+    root = type(cause).__name__
+    return outer if root == outer else f"{outer}: {root}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one request ended, with what the sink counts about it."""
+
+    request: WoopraRequest
+    dead_letter: DeadLetter | None
+    attempts: int
+    status: int | None
+    throttled_responses: int = 0
+    waited_seconds: float = 0.0
+    latencies_ms: tuple[int, ...] = ()
+
+    @property
+    def delivered(self) -> bool:
+        return self.dead_letter is None
+
+
+def dead_letter(
+    request: WoopraRequest, reason: str, detail: str, status: int | None, attempts: int
+) -> DeadLetter:
+    """The dead letter for a request that could not be sent; it carries the original event."""
+    return DeadLetter(
+        message_id=request.message_id,
+        stage=STAGE_SEND,
+        reason=reason,
+        detail=detail,
+        event=request.event,
+        status=status,
+        attempts=attempts,
+    )
+
+
+class WoopraClient:
+    """A pooled HTTP session that sends requests with retries, backoff and the worker throttle.
+
+    Every attempt waits on the throttle first, so retries count against the rate and in-flight
+    caps. Backoff is exponential with full jitter (Beam's FuzzedExponentialIntervals with
+    fuzz=1), at least the Retry-After; no attempt starts after `max_retry_seconds` from the
+    first wait (an event can overrun that by one timeout). urllib3's own retries are off: each
+    attempt is classified and counted here.
+    """
+
+    def __init__(
+        self,
+        throttle: WorkerThrottle,
+        *,
+        max_attempts: int,
+        max_retry_seconds: float,
+        timeout_seconds: float,
+        backoff_base_seconds: float,
+        backoff_cap_seconds: float,
+    ) -> None:
+        self._throttle = throttle
+        self._max_attempts = max_attempts
+        self._max_retry_seconds = max_retry_seconds
+        self._timeout = timeout_seconds
+        self._backoff_base = backoff_base_seconds
+        self._backoff_cap = backoff_cap_seconds
+        self._session = _session(pool_size=throttle.max_in_flight)
+
+    def __enter__(self) -> WoopraClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def send(self, request: WoopraRequest) -> Outcome:
+        """Delivers `request` or returns its dead letter; never raises for HTTP or I/O trouble."""
+        deadline = time.monotonic() + self._max_retry_seconds
+        delays = iter(
+            FuzzedExponentialIntervals(
+                initial_delay_secs=self._backoff_base,
+                num_retries=self._max_attempts - 1,
+                fuzz=1.0,
+                max_delay_secs=self._backoff_cap,
+            )
+        )
+        attempts = throttled = 0
+        waited = 0.0
+        latencies: list[int] = []
+        status: int | None = None
+
+        def outcome(reason: str | None = None, detail: str = "") -> Outcome:
+            letter = (
+                None if reason is None else dead_letter(request, reason, detail, status, attempts)
+            )
+            return Outcome(request, letter, attempts, status, throttled, waited, tuple(latencies))
+
+        while True:
+            wait_started = time.monotonic()
+            acquired = self._throttle.acquire(deadline)
+            waited += time.monotonic() - wait_started
+            if not acquired:
+                return outcome(RETRIES_EXHAUSTED, "rate limit wait exceeded the retry time budget")
+            attempts += 1
+            sent_at = time.monotonic()
+            response, error = self._attempt(request)
+            latencies.append(round((time.monotonic() - sent_at) * 1000))
+            if response is None:
+                status = retry_after = None
+                detail = describe_error(error)
+                if not isinstance(error, _RETRYABLE_ERRORS):
+                    return outcome(RETRIES_EXHAUSTED, detail)
+            else:
+                status = response.status_code
+                detail = f"HTTP {status}"
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                if status == 429:
+                    throttled += 1
+                    self._throttle.throttled(retry_after)
+                else:
+                    self._throttle.accepted()
+                if 200 <= status < 300:
+                    return outcome()
+                if not is_retryable(status):
+                    return outcome(HTTP_4XX, detail)
+            _LOGGER.debug("Attempt %d for %s: %s", attempts, request.message_id, detail)
+            delay = next(delays, None)
+            if delay is None:
+                return outcome(RETRIES_EXHAUSTED, detail)
+            delay = max(delay, retry_after or 0.0)
+            if time.monotonic() + delay >= deadline:
+                return outcome(RETRIES_EXHAUSTED, detail)
+            time.sleep(delay)
+
+    def _attempt(
+        self, request: WoopraRequest
+    ) -> tuple[requests.Response, None] | tuple[None, requests.RequestException]:
+        """One HTTP exchange; the in-flight slot taken by the throttle is given back after it."""
+        try:
+            response = self._session.request(
+                request.method, request.url(), timeout=self._timeout, allow_redirects=False
+            )
+        except requests.RequestException as error:
+            return None, error
+        finally:
+            self._throttle.release()
+        return response, None
+
+
+def _session(pool_size: int) -> requests.Session:
+    """A session for many threads: one pool slot per in-flight request, no retries, no cookies.
+
+    Cookies are refused because one session serves every device: a cookie Woopra sets for one
+    visitor must not travel with the next visitor's request.
+    """
+    session = requests.Session()
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    adapter = HTTPAdapter(pool_maxsize=pool_size, max_retries=Retry(total=0, read=False))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

@@ -1,0 +1,263 @@
+"""WriteToWoopra: the rate-limited, concurrent, per-device ordered HTTP sink (SPEC §10)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.utils import shared
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.http_client import Outcome, WoopraClient, dead_letter
+from transforms.rate_limit import WorkerThrottle, build_throttle
+from transforms.records import (
+    DEAD_LETTER_TAG,
+    METRICS_NAMESPACE,
+    RETRIES_EXHAUSTED,
+    WoopraRequest,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+# Longest single wait of the bundle thread for the sending threads.
+_WAIT_SLICE_SECONDS = 1.0
+# Device lists allowed to wait per sending thread before process() blocks.
+_PENDING_PER_THREAD = 4
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How the sink sends: rate and concurrency caps, retries, timeouts (SPEC §10).
+
+    `num_workers` is the number of worker processes sharing `rate_limit` when no
+    `rate_limit_service` (Envoy RLS "host:port") holds the global cap.
+    """
+
+    rate_limit: float = 0.0
+    max_in_flight: int = 32
+    max_attempts: int = 6
+    max_retry_seconds: float = 300.0
+    timeout_seconds: float = 10.0
+    backoff_base_seconds: float = 0.5
+    backoff_cap_seconds: float = 30.0
+    num_workers: int = 1
+    rate_limit_service: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate_limit < 0:
+            raise ValueError(f"rate_limit must not be negative, got {self.rate_limit}")
+        for name in ("max_in_flight", "max_attempts", "num_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_retry_seconds", "timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("backoff_base_seconds", "backoff_cap_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+class WriteToWoopra(beam.PTransform):
+    """Sends `(device_key, [WoopraRequest, ...])` lists, each in order, to Woopra.
+
+    Returns the tagged outputs: `.sent` holds the delivered requests and
+    `[DEAD_LETTER_TAG]` the dead letters of the ones that could not be delivered.
+    """
+
+    def __init__(self, settings: DeliverySettings) -> None:
+        super().__init__()
+        self._settings = settings
+
+    def expand(self, pcoll: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return pcoll | "SendRequests" >> beam.ParDo(_SendFn(self._settings)).with_outputs(
+            DEAD_LETTER_TAG, main="sent"
+        )
+
+
+class _DeviceLanes:
+    """One bundle's sending work: a lane per device, run on a thread pool, results collected.
+
+    A lane sends its device's lists one after the other, so one device never has two requests
+    in flight, and a device seen again in the bundle joins the end of its running lane.
+    Results are handed back to the bundle thread, which alone may emit outputs and update
+    metrics (Beam's metrics container is thread-local).
+    """
+
+    def __init__(
+        self, pool: ThreadPoolExecutor, deliver: Callable[[WoopraRequest], Outcome]
+    ) -> None:
+        self._pool = pool
+        self._deliver = deliver
+        self._cond = threading.Condition()
+        self._lanes: dict[Any, deque[tuple[list[WoopraRequest], WindowedValue]]] = {}
+        self._done: list[tuple[WindowedValue, Outcome]] = []
+        self._pending = 0
+        self._failure: BaseException | None = None
+
+    def submit(self, key: Any, requests: list[WoopraRequest], source: WindowedValue) -> None:
+        """Queues a device's list behind the device's earlier ones."""
+        with self._cond:
+            self._pending += 1
+            lane = self._lanes.get(key)
+            if lane is not None:
+                lane.append((requests, source))
+                return
+            self._lanes[key] = deque([(requests, source)])
+        self._pool.submit(self._run, key).add_done_callback(self._check)
+
+    def wait(self, max_pending: int, timeout: float) -> bool:
+        """Waits up to `timeout` for at most `max_pending` lists to be unfinished; True if so."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._pending <= max_pending or self._failure is not None, timeout
+            )
+            if self._failure is not None:
+                raise RuntimeError("a Woopra sending thread failed") from self._failure
+            return self._pending <= max_pending
+
+    def take(self) -> list[tuple[WindowedValue, Outcome]]:
+        """The results finished since the last call, with the input element they came from."""
+        with self._cond:
+            done, self._done = self._done, []
+        return done
+
+    def _run(self, key: Any) -> None:
+        while True:
+            with self._cond:
+                lane = self._lanes[key]
+                if not lane:
+                    del self._lanes[key]
+                    return
+                requests, source = lane[0]
+            for request in requests:
+                outcome = self._deliver_safely(request)
+                with self._cond:
+                    self._done.append((source, outcome))
+            with self._cond:
+                lane.popleft()
+                self._pending -= 1
+                self._cond.notify_all()
+
+    def _deliver_safely(self, request: WoopraRequest) -> Outcome:
+        """Dead-letters a request whose sending raised, so the device and the bundle go on.
+
+        Failing the bundle instead would make the runner retry it and re-send every request
+        already delivered; a dead letter keeps the event for a replay once the bug is fixed.
+        """
+        try:
+            return self._deliver(request)
+        except Exception as error:
+            name = type(error).__name__
+            # Frames only: the message of an error can contain the request URL.
+            frames = "".join(traceback.format_tb(error.__traceback__))
+            _LOGGER.error("Sending a request raised %s; dead-lettering it.\n%s", name, frames)
+            detail = f"internal error: {name}"
+            letter = dead_letter(request, RETRIES_EXHAUSTED, detail, None, 0)
+            return Outcome(request, letter, attempts=0, status=None)
+
+    def _check(self, future: Future) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            with self._cond:
+                self._failure = error
+                self._cond.notify_all()
+
+
+class _SendFn(beam.DoFn):
+    """Sends each device's requests on a pool of `max_in_flight` threads and emits the results.
+
+    process() returns as soon as the list is queued (blocking only while more than
+    4 x max_in_flight lists wait), emitting results that have finished meanwhile;
+    finish_bundle() waits for the rest, so a bundle commits only after all its requests ended.
+    """
+
+    def __init__(self, settings: DeliverySettings) -> None:
+        self._settings = settings
+        self._shared_throttle = shared.Shared()
+        self._sent = Metrics.counter(METRICS_NAMESPACE, "sent")
+        self._send_failures = Metrics.counter(METRICS_NAMESPACE, "send_failures")
+        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
+        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
+        self._throttled_ms = Metrics.counter(METRICS_NAMESPACE, "throttled_ms")
+        self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
+
+    def setup(self) -> None:
+        settings = self._settings
+        self._throttle = self._shared_throttle.acquire(self._make_throttle)
+        self._client = WoopraClient(
+            self._throttle,
+            max_attempts=settings.max_attempts,
+            max_retry_seconds=settings.max_retry_seconds,
+            timeout_seconds=settings.timeout_seconds,
+            backoff_base_seconds=settings.backoff_base_seconds,
+            backoff_cap_seconds=settings.backoff_cap_seconds,
+        )
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.max_in_flight, thread_name_prefix="woopra-send"
+        )
+        self._max_pending = _PENDING_PER_THREAD * settings.max_in_flight
+
+    def _make_throttle(self) -> WorkerThrottle:
+        settings = self._settings
+        return build_throttle(
+            rate_limit=settings.rate_limit,
+            num_workers=settings.num_workers,
+            max_in_flight=settings.max_in_flight,
+            rate_limit_service=settings.rate_limit_service,
+        )
+
+    def start_bundle(self) -> None:
+        self._lanes = _DeviceLanes(self._pool, self._client.send)
+
+    def process(
+        self,
+        element: tuple[Any, Iterable[WoopraRequest]],
+        source: WindowedValue = beam.DoFn.WindowedValueParam,
+    ) -> Iterator[Any]:
+        key, requests = element
+        # A copy of the windowing only: the runner owns the element it passed in.
+        self._lanes.submit(key, list(requests), source.with_value(None))
+        # Beam multiplies the windows of a WindowedValue emitted while processing an element
+        # in several windows, so then results wait for a later element or finish_bundle().
+        emit = len(source.windows) == 1
+        while True:
+            below_bound = self._lanes.wait(self._max_pending, _WAIT_SLICE_SECONDS)
+            if emit:
+                yield from self._emit(self._lanes.take())
+            if below_bound:
+                return
+
+    def finish_bundle(self) -> Iterator[Any]:
+        while not self._lanes.wait(0, _WAIT_SLICE_SECONDS):
+            yield from self._emit(self._lanes.take())
+        yield from self._emit(self._lanes.take())
+
+    def teardown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    def _emit(self, results: list[tuple[WindowedValue, Outcome]]) -> Iterator[Any]:
+        """Outputs and counts finished results, in the window and timestamp of their input."""
+        for source, outcome in results:
+            self._retries.inc(max(0, outcome.attempts - 1))
+            self._throttled_responses.inc(outcome.throttled_responses)
+            self._throttled_ms.inc(round(outcome.waited_seconds * 1000))
+            for latency in outcome.latencies_ms:
+                self._latency_ms.update(latency)
+            if outcome.dead_letter is None:
+                self._sent.inc()
+                yield source.with_value(outcome.request)
+            else:
+                self._send_failures.inc()
+                yield TaggedOutput(DEAD_LETTER_TAG, source.with_value(outcome.dead_letter))
