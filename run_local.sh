@@ -11,8 +11,13 @@ setup_venv() {
   if [ ! -f "$STAMP" ]; then
     echo "setting up $VENV (first run only) ..."
     python3 -m venv "$VENV"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+    local log="$VENV/install.log"
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+      "$VENV/bin/python" -m pip install -e ".[dev]"; } >"$log" 2>&1; then
+      tail -40 "$log"
+      echo "installing into $VENV failed (full log: $log)"
+      exit 1
+    fi
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
   fi
@@ -31,8 +36,8 @@ run_main_job() {
   local stub_log="$output/stub.log"
   "$VENV/bin/woopra-stub" --port 0 --latency-ms 20 --record "$output/stub_requests.jsonl" \
     >"$stub_log" 2>&1 &
-  local stub_pid=$!
-  trap 'kill "$stub_pid" 2>/dev/null || true; wait "$stub_pid" 2>/dev/null || true' EXIT
+  STUB_PID=$!
+  trap 'kill "$STUB_PID" 2>/dev/null || true; wait "$STUB_PID" 2>/dev/null || true' EXIT
   local url=""
   for _ in $(seq 1 100); do
     url=$(sed -n 's/^listening on //p' "$stub_log")

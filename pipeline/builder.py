@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 
 from pipeline.options import WoopraOptions, apply_defaults, is_streaming, validate
 from pipeline.sources import ReadEventFiles, ReadPubSubMessages
 from transforms.file_sink import WriteDeadLetters, WriteRequests
 from transforms.filtering import FilterEvents, FilterSettings
-from transforms.identity import ResolveIdentity
+from transforms.identity import ResolveIdentity, StreamingSettings
 from transforms.map_to_woopra import MapToWoopra, ValidateEvents
 from transforms.mapping import MappingSettings
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_TAG
+from transforms.sink import DeliverySettings, WriteToWoopra
 
 
 def mapping_settings(options: WoopraOptions) -> MappingSettings:
@@ -32,15 +33,37 @@ def filter_settings(options: WoopraOptions) -> FilterSettings:
     )
 
 
+def delivery_settings(options: PipelineOptions) -> DeliverySettings:
+    woopra = options.view_as(WoopraOptions)
+    workers = options.view_as(WorkerOptions)
+    return DeliverySettings(
+        rate_limit=woopra.rate_limit,
+        max_in_flight=woopra.max_in_flight,
+        max_attempts=woopra.max_attempts,
+        max_retry_seconds=woopra.max_retry_seconds,
+        num_workers=max(workers.max_num_workers or 0, workers.num_workers or 0, 1),
+        rate_limit_service=woopra.rate_limit_service,
+    )
+
+
+def streaming_settings(options: WoopraOptions) -> StreamingSettings:
+    return StreamingSettings(
+        max_buffering_seconds=options.max_buffering_seconds,
+        identity_ttl_seconds=options.identity_ttl,
+        dedup_window_seconds=options.dedup_window,
+    )
+
+
 def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """Read, parse, filter, validate, resolve identity, map, deliver; dead letters to files."""
     validate(options)
     apply_defaults(options)
     woopra = options.view_as(WoopraOptions)
     mapping = mapping_settings(woopra)
+    streaming = is_streaming(options)
     pipeline = beam.Pipeline(options=options)
 
-    if is_streaming(options):
+    if streaming:
         records = pipeline | "ReadEvents" >> ReadPubSubMessages(
             woopra.input_subscription, woopra.input_topic
         )
@@ -50,19 +73,22 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     events = parsed.events | "FilterEvents" >> FilterEvents(filter_settings(woopra))
     validated = events | "ValidateEvents" >> ValidateEvents(mapping)
     devices = validated.prepared | "ResolveIdentity" >> ResolveIdentity(
-        stitch_identity=not woopra.no_stitch_identity
+        stitch_identity=not woopra.no_stitch_identity,
+        streaming=streaming_settings(woopra) if streaming else None,
     )
     mapped = devices | "MapToWoopra" >> MapToWoopra(mapping)
     dead_letters = [parsed[DEAD_LETTER_TAG], validated[DEAD_LETTER_TAG], mapped[DEAD_LETTER_TAG]]
 
     if woopra.sink == "file":
-        _ = mapped.requests | "WriteRequests" >> WriteRequests(woopra.output)
+        _ = mapped.requests | "WriteRequests" >> WriteRequests(woopra.output, windowed=streaming)
     else:
-        raise NotImplementedError("--sink woopra")
+        delivered = mapped.requests | "WriteToWoopra" >> WriteToWoopra(delivery_settings(options))
+        dead_letters.append(delivered[DEAD_LETTER_TAG])
 
     _ = (
         dead_letters
         | "CollectDeadLetters" >> beam.Flatten()
-        | "WriteDeadLetters" >> WriteDeadLetters(woopra.output)
+        | "WriteDeadLetters"
+        >> WriteDeadLetters(woopra.output, windowed=streaming, topic=woopra.dead_letter_topic)
     )
     return pipeline

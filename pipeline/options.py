@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from transforms.mapping import DEFAULT_BASE_URL
@@ -89,6 +91,53 @@ class WoopraOptions(PipelineOptions):
             help="host:port of an Envoy rate limit service for one limit across workers.",
         )
 
+        streaming = parser.add_argument_group("streaming")
+        streaming.add_argument(
+            "--identity_ttl",
+            type=duration_seconds,
+            default=duration_seconds("30d"),
+            help="How long a device's identity is remembered after its last event (e.g. 30d).",
+        )
+        streaming.add_argument(
+            "--max_buffering_seconds",
+            type=float,
+            default=2.0,
+            help="Longest wait of an event for others of its device before it is sent.",
+        )
+        streaming.add_argument(
+            "--dedup_window",
+            type=duration_seconds,
+            default=duration_seconds("24h"),
+            help="Repeats of a messageId within this time are dropped (e.g. 24h).",
+        )
+        streaming.add_argument(
+            "--dead_letter_topic",
+            help="projects/P/topics/T for dead letters; else windowed files under --output.",
+        )
+        streaming.add_argument(
+            "--report_interval_seconds",
+            type=float,
+            default=30.0,
+            help="How often a streaming run logs its counts.",
+        )
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """`30d`, `24h`, `15m`, `90s` or plain seconds, as seconds."""
+    text = text.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
+    number = text[:-1] if unit else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from err
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive: {text!r}")
+    return seconds
+
 
 def validate(options: PipelineOptions) -> None:
     """Reject contradictory settings before anything runs."""
@@ -102,6 +151,8 @@ def validate(options: PipelineOptions) -> None:
         raise ValueError("--max_in_flight and --max_attempts must be at least 1")
     if woopra.rate_limit < 0:
         raise ValueError("--rate_limit must be 0 (no cap) or positive")
+    if woopra.max_buffering_seconds <= 0:
+        raise ValueError("--max_buffering_seconds must be positive")
 
 
 def is_streaming(options: PipelineOptions) -> bool:

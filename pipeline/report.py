@@ -57,6 +57,17 @@ def write_report(report: dict[str, Any], output_dir: str) -> str:
     return report_path
 
 
+def format_progress(report: dict[str, Any]) -> str:
+    """One log line of a streaming run's counts so far."""
+    reasons = ", ".join(f"{k}={v}" for k, v in report["dead_letter_reasons"].items())
+    return (
+        f"input={report['input']} sent={report['sent']} filtered={report['filtered']} "
+        f"dead_lettered={report['dead_lettered']}"
+        + (f" ({reasons})" if reasons else "")
+        + f" rate={report.get('sent_per_second', 0)}/s"
+    )
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The human summary printed at the end of a run."""
     lines = [

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 import apache_beam as beam
+from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import FixedWindows
 
 from transforms.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE, DeadLetter, WoopraRequest
 
@@ -14,9 +16,25 @@ DEAD_LETTERS_PREFIX = "dead_letters"
 SUFFIX = ".jsonl"
 
 
-def _write_lines(lines, output_dir: str, prefix: str):
-    return lines | "WriteFiles" >> beam.io.WriteToText(
-        os.path.join(output_dir, prefix), file_name_suffix=SUFFIX
+# Streaming output is cut into files of this many seconds each.
+WINDOW_SECONDS = 60
+
+
+def _write_lines(lines, output_dir: str, prefix: str, windowed: bool):
+    """Text lines to `<prefix>-*.jsonl`; in streaming, one set of files per window."""
+    if not windowed:
+        return lines | "WriteFiles" >> beam.io.WriteToText(
+            os.path.join(output_dir, prefix), file_name_suffix=SUFFIX
+        )
+    return (
+        lines
+        | "Window" >> beam.WindowInto(FixedWindows(WINDOW_SECONDS))
+        | "WriteWindowedFiles"
+        >> fileio.WriteToFiles(
+            path=output_dir,
+            file_naming=fileio.default_file_naming(prefix + "-", SUFFIX),
+            shards=1,
+        )
     )
 
 
@@ -37,13 +55,14 @@ class WriteRequests(beam.PTransform):
     the same file. Counts what it writes as `sent`.
     """
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, output_dir: str, windowed: bool = False) -> None:
         super().__init__()
         self.output_dir = output_dir
+        self.windowed = windowed
 
     def expand(self, devices):
         lines = devices | "ToJsonLines" >> beam.ParDo(_RequestLinesFn())
-        return _write_lines(lines, self.output_dir, REQUESTS_PREFIX)
+        return _write_lines(lines, self.output_dir, REQUESTS_PREFIX, self.windowed)
 
 
 class _CountDeadLettersFn(beam.DoFn):
@@ -73,12 +92,20 @@ class CountDeadLetters(beam.PTransform):
 
 
 class WriteDeadLetters(beam.PTransform):
-    """All stages' dead letters, counted, as `dead_letters-*.jsonl` files."""
+    """All stages' dead letters, counted, as `dead_letters-*.jsonl` files or to a Pub/Sub topic."""
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, output_dir: str, windowed: bool = False, topic: str | None = None) -> None:
         super().__init__()
         self.output_dir = output_dir
+        self.windowed = windowed
+        self.topic = topic
 
     def expand(self, dead_letters):
         lines = dead_letters | "Count" >> CountDeadLetters()
-        return _write_lines(lines, self.output_dir, DEAD_LETTERS_PREFIX)
+        if self.topic:
+            return (
+                lines
+                | "ToBytes" >> beam.Map(lambda line: line.encode("utf-8"))
+                | "PublishDeadLetters" >> beam.io.WriteToPubSub(self.topic)
+            )
+        return _write_lines(lines, self.output_dir, DEAD_LETTERS_PREFIX, self.windowed)
