@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 import time
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult
 
 from pipeline.builder import build_pipeline
-from pipeline.options import WoopraOptions
-from pipeline.report import build_report, counters_of, format_report, write_report
+from pipeline.local_runner import local_streaming_fixes
+from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
+from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
 
 _LOGGER = logging.getLogger("woopra")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the pipeline to the end (batch) or until stopped (streaming); print the report."""
+    """Run to the end (batch) or until stopped (streaming: Ctrl-C or SIGTERM); print the report."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -27,11 +32,50 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"woopra-pipeline: {err}", file=sys.stderr)
         return 2
-    started = time.monotonic()
-    result = pipeline.run()
-    result.wait_until_finish()
-    report = build_report(counters_of(result.metrics()), time.monotonic() - started)
-    report_path = write_report(report, options.view_as(WoopraOptions).output)
+    woopra = options.view_as(WoopraOptions)
+    runner = options.view_as(StandardOptions).runner
+    local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
+    with local_streaming_fixes() if local_streaming else contextlib.nullcontext():
+        started = time.monotonic()
+        result = pipeline.run()
+        if is_streaming(options):
+            follow_streaming(result, woopra.report_interval_seconds, started)
+        else:
+            result.wait_until_finish()
+        report = build_report(counters_of(result.metrics()), time.monotonic() - started)
+    report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    return 0 if report["balanced"] else 1
+    return 0 if report["balanced"] or is_streaming(options) else 1
+
+
+def follow_streaming(result: PipelineResult, interval_seconds: float, started: float) -> None:
+    """Log the counts every interval until the pipeline ends or is stopped, then cancel it.
+
+    Waiting happens on a helper thread because not every runner's wait_until_finish takes
+    a duration; SIGTERM is treated like Ctrl-C.
+    """
+    waiter = threading.Thread(target=_wait_quietly, args=(result,), daemon=True)
+    waiter.start()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while waiter.is_alive():
+            waiter.join(interval_seconds)
+            counters = counters_of(result.metrics())
+            _LOGGER.info(format_progress(build_report(counters, time.monotonic() - started)))
+    except KeyboardInterrupt:
+        _LOGGER.info("stopping: cancelling the streaming pipeline")
+        result.cancel()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_quietly(result: PipelineResult) -> None:
+    try:
+        result.wait_until_finish()
+    except Exception:  # the main thread reports; a cancelled run may end with an error
+        _LOGGER.exception("the streaming pipeline ended with an error")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

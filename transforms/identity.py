@@ -17,6 +17,7 @@ from apache_beam.transforms.userstate import (
     on_timer,
 )
 from apache_beam.transforms.window import GlobalWindow
+from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.mapping import PreparedEvent
@@ -212,7 +213,9 @@ class ResolveIdentity(beam.PTransform):
         self.streaming = streaming
 
     def expand(self, events):
-        keyed = events | "KeyByDevice" >> beam.Map(lambda event: (event.device_key, event))
+        keyed = events | "KeyByDevice" >> beam.Map(
+            lambda event: (event.device_key, event)
+        ).with_output_types(KV[str, PreparedEvent])
         if self.streaming is not None:
             return keyed | "BufferOrderAndStitch" >> beam.ParDo(
                 _StreamingResolveFn(self.stitch_identity, self.streaming)

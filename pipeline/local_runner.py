@@ -1,0 +1,97 @@
+"""Fixes for Beam 2.77's local streaming runner (BundleBasedDirectRunner), used only there.
+
+Two faults of that runner make a local streaming run wrong or sluggish, and neither has a
+public switch, so both are patched for the duration of a run:
+
+* it reads Pub/Sub with a 30 s long poll on its only thread, so while a subscription is
+  idle nothing else runs (timers, the watermark, cancel) for up to 30 s at a time;
+* it keeps the metrics container of each step's first bundle, so counters stop growing
+  after the first bundle and the run report undercounts.
+
+Dataflow and other runners never touch this code. Beam is pinned below 2.78 for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.worker import statesampler
+from google.api_core import exceptions as google_exceptions
+from google.pubsub_v1.types import PullResponse
+
+
+@contextlib.contextmanager
+def _short_pubsub_pulls(pull_timeout: float = 1.5) -> Iterator[None]:
+    """Shorten the DirectRunner's Pub/Sub pull deadline while the block is active.
+
+    The runner reads Pub/Sub with ``pull(max_messages=10, timeout=30)`` on its single
+    worker thread, and the emulator holds an idle pull until ~1 s before the
+    deadline. So while the subscription is idle nothing else runs for ~29 s:
+    processing-time timers, the watermark (event-time timers), GroupIntoBatches
+    flushes and ``cancel()`` all wait for the pull. With ``pull_timeout=1.5`` an idle
+    pull returns after ~0.5 s. Messages still arrive immediately (long poll).
+    """
+    evaluator = transform_evaluator._PubSubReadEvaluator
+    original = evaluator.__dict__["_get_subscriber_client"]
+
+    class _ShortPullClient:
+        def __init__(self, client) -> None:
+            self._client = client
+
+        def pull(self, *args, **kwargs):
+            kwargs["timeout"] = min(kwargs.get("timeout") or pull_timeout, pull_timeout)
+            try:
+                return self._client.pull(*args, **kwargs)
+            except google_exceptions.DeadlineExceeded:
+                return PullResponse()
+
+        def __getattr__(self, name: str):
+            return getattr(self._client, name)
+
+    def _get_subscriber_client(cls, transform):
+        return _ShortPullClient(original.__func__(cls, transform))
+
+    evaluator._get_subscriber_client = classmethod(_get_subscriber_client)
+    try:
+        yield
+    finally:
+        evaluator._get_subscriber_client = original
+
+
+@contextlib.contextmanager
+def _per_bundle_metrics() -> Iterator[None]:
+    """Make ``Metrics`` updates count after the first bundle in the direct runner.
+
+    The runner's worker thread keeps one StateSampler whose ``scoped_state`` caches
+    the ScopedState (and with it the MetricsContainer) of the first bundle of each
+    step, so in a streaming pipeline counters/distributions stop growing after the
+    first bundle. This drops the stale cached state whenever a new container is
+    passed in.
+    """
+    sampler_cls = statesampler.StateSampler
+    original = sampler_cls.__dict__["scoped_state"]
+
+    def scoped_state(self, name_context, state_name, io_target=None, metrics_container=None):
+        if metrics_container is not None:
+            state = original(self, name_context, state_name, io_target, metrics_container)
+            if state.metrics_container is metrics_container:
+                return state
+            for key, cached in list(self._states_by_name.items()):
+                if cached is state:
+                    del self._states_by_name[key]
+        return original(self, name_context, state_name, io_target, metrics_container)
+
+    sampler_cls.scoped_state = scoped_state
+    try:
+        yield
+    finally:
+        sampler_cls.scoped_state = original
+
+
+@contextlib.contextmanager
+def local_streaming_fixes() -> Iterator[None]:
+    """Both fixes, for as long as the block runs."""
+    with _short_pubsub_pulls(), _per_bundle_metrics():
+        yield

@@ -1,0 +1,121 @@
+"""Streaming from the Pub/Sub emulator to woopra-stub, end to end (SPEC §4, §10)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
+
+from pipeline.builder import build_pipeline
+from pipeline.local_runner import local_streaming_fixes
+from pipeline.report import build_report, counters_of
+from pipeline.stub import WoopraStub
+from tests.pubsub_emulator import PubSubFactory
+
+pytestmark = [pytest.mark.emulator, pytest.mark.slow]
+
+DEVICES = 50
+TRACKS_PER_DEVICE = 9
+
+
+def _events() -> list[dict]:
+    """Per device an identify, then tracks without identity, in timestamp order."""
+    events = []
+    for device in range(DEVICES):
+        events.append(
+            {
+                "type": "identify",
+                "anonymousId": f"anon-{device}",
+                "userId": f"user-{device}",
+                "traits": {"email": f"user-{device}@example.com"},
+                "messageId": f"{device}-00",
+                "originalTimestamp": f"2024-06-01T10:00:{device:02d}Z",
+            }
+        )
+        events.extend(
+            {
+                "type": "track",
+                "event": f"step {n}",
+                "anonymousId": f"anon-{device}",
+                "messageId": f"{device}-{n:02d}",
+                "originalTimestamp": f"2024-06-01T10:{n:02d}:{device:02d}Z",
+            }
+            for n in range(1, TRACKS_PER_DEVICE + 1)
+        )
+    return events
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def test_spec_4_pubsub_events_reach_woopra_once_stitched_and_in_order(
+    pubsub_factory: PubSubFactory, tmp_path
+):
+    events_pair = pubsub_factory.pair("events")
+    dead_topic = pubsub_factory.topic("dead")
+    dead_subscription = pubsub_factory.subscription(dead_topic, "dead-sub")
+    events = _events()
+    repeats = random.Random(5).sample(events, 50)
+    malformed = [b"not json at all", b"\xff\xfe not utf-8", b'{"x": "' + b"y" * 40_000 + b'"}']
+
+    with WoopraStub() as stub:
+        options = PipelineOptions(
+            [
+                "--input_subscription", events_pair.subscription_path,
+                "--project_name", "stream.example.com",
+                "--woopra_base_url", stub.url,
+                "--rate_limit", "0",
+                "--max_buffering_seconds", "1",
+                "--dead_letter_topic", f"projects/{pubsub_factory.project}/topics/{dead_topic}",
+                "--output", str(tmp_path),
+            ]
+        )  # fmt: skip
+        with local_streaming_fixes():
+            result = build_pipeline(options).run()
+            try:
+                to_publish = [json.dumps(e).encode() for e in events]
+                pubsub_factory.publish(events_pair.topic, to_publish[: len(events) // 2])
+                pubsub_factory.publish(events_pair.topic, malformed)
+                pubsub_factory.publish(events_pair.topic, to_publish[len(events) // 2 :])
+                pubsub_factory.publish(events_pair.topic, [json.dumps(e).encode() for e in repeats])
+                assert _wait_for(lambda: len(stub.records) >= len(events), timeout=120)
+                time.sleep(3)  # long enough for any duplicate to follow
+                dead_letters = pubsub_factory.pull(dead_subscription, max_messages=3, timeout=30)
+                report = build_report(counters_of(result.metrics()), elapsed_seconds=1)
+            finally:
+                result.cancel()
+        assert result.state == PipelineState.CANCELLED
+        records = stub.records
+
+    assert len(records) == len(events)
+    assert all(record["status"] == 200 for record in records)
+    sent = {(r["params"]["cookie"], r["params"]["timestamp"]) for r in records}
+    assert len(sent) == len(events)  # each event once: no repeat got through
+    by_device: dict[str, list[dict]] = {}
+    for record in sorted(records, key=lambda r: r["ts"]):
+        by_device.setdefault(record["params"]["cookie"], []).append(record["params"])
+    assert len(by_device) == DEVICES
+    for device in range(DEVICES):
+        sent = by_device[f"anon-{device}"]
+        assert [p["timestamp"] for p in sent] == sorted(p["timestamp"] for p in sent)
+        assert len(sent) == 1 + TRACKS_PER_DEVICE
+        assert {p["cv_id"] for p in sent} == {f"user-{device}"}
+        assert {p["cv_email"] for p in sent} == {f"user-{device}@example.com"}
+
+    reasons = sorted(json.loads(message.data)["reason"] for message in dead_letters)
+    assert reasons == ["invalid_json", "invalid_json", "too_large"]
+    published = len(events) + len(malformed) + len(repeats)
+    assert (report["input"], report["sent"], report["dead_lettered"]) == (published, 500, 3)
+    assert report["filtered"] == len(repeats)  # repeats of a messageId count as filtered
+    assert report["balanced"]
