@@ -21,7 +21,10 @@ _LOGGER = logging.getLogger("woopra")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run to the end (batch) or until stopped (streaming: Ctrl-C or SIGTERM); print the report."""
+    """Run to the end and print the report; a local streaming run goes on until Ctrl-C/SIGTERM.
+
+    A streaming job on a remote runner (Dataflow) is submitted and left running there.
+    """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -38,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     with local_streaming_fixes() if local_streaming else contextlib.nullcontext():
         started = time.monotonic()
         result = pipeline.run()
-        if is_streaming(options):
+        if is_streaming(options) and not local_streaming:
+            _LOGGER.info("streaming job submitted to %s; it runs until stopped there", runner)
+            return 0
+        if local_streaming:
             follow_streaming(result, woopra.report_interval_seconds, started)
         else:
             result.wait_until_finish()
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    return 0 if report["balanced"] or is_streaming(options) else 1
+    return 0 if report["balanced"] or local_streaming else 1
 
 
 def follow_streaming(result: PipelineResult, interval_seconds: float, started: float) -> None:

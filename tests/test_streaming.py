@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -119,3 +122,44 @@ def test_spec_4_pubsub_events_reach_woopra_once_stitched_and_in_order(
     assert (report["input"], report["sent"], report["dead_lettered"]) == (published, 500, 3)
     assert report["filtered"] == len(repeats)  # repeats of a messageId count as filtered
     assert report["balanced"]
+
+
+def test_streaming_cli_logs_counts_at_an_interval_and_stops_on_sigterm(
+    pubsub_factory: PubSubFactory, tmp_path
+):
+    pair = pubsub_factory.pair("cli")
+    events = [
+        {"type": "track", "anonymousId": f"a{n % 7}", "messageId": f"m{n}", "timestamp": n}
+        for n in range(40)
+    ]
+    with WoopraStub() as stub:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "pipeline",
+                "--input_subscription", pair.subscription_path,
+                "--project_name", "p",
+                "--woopra_base_url", stub.url,
+                "--output", str(tmp_path),
+                "--report_interval_seconds", "1",
+                "--max_buffering_seconds", "0.5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            pubsub_factory.publish(pair.topic, [json.dumps(e).encode() for e in events])
+            pubsub_factory.publish(pair.topic, [b"{broken"])
+            assert _wait_for(lambda: len(stub.records) >= len(events), timeout=90)
+            time.sleep(2.5)  # at least two more report intervals
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+
+    assert process.returncode == 0, output
+    progress = [line for line in output.splitlines() if "woopra: input=" in line]
+    assert len(progress) >= 2
+    assert "input=41 sent=40 filtered=0 dead_lettered=1 (invalid_json=1)" in progress[-1]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["input"], report["sent"], report["dead_lettered"]) == (41, 40, 1)
+    assert "counts add up" in output
