@@ -136,17 +136,8 @@ class _StreamingResolveFn(beam.DoFn):
             yield from self._flush(device, buffer, buffered, identity)
 
     @on_timer(FLUSH)
-    def on_flush(
-        self,
-        key=beam.DoFn.KeyParam,
-        buffer=beam.DoFn.StateParam(BUFFER),
-        buffered=beam.DoFn.StateParam(BUFFERED),
-        identity=beam.DoFn.StateParam(IDENTITY),
-    ):
-        yield from self._flush(key, buffer, buffered, identity)
-
     @on_timer(DRAIN)
-    def on_drain(
+    def on_flush(
         self,
         key=beam.DoFn.KeyParam,
         buffer=beam.DoFn.StateParam(BUFFER),
