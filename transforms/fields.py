@@ -7,6 +7,8 @@ from typing import Any
 from transforms.records import wire_value
 
 WOOPRA_KEY = "woopra"
+# What an absent or wrong-shaped object reads as; shared, so never to be changed.
+_NO_OBJECT: dict[str, Any] = {}
 
 
 def non_empty(value: Any) -> str | None:
@@ -15,11 +17,12 @@ def non_empty(value: Any) -> str | None:
     A string of length > 0, or a number made into text; booleans, objects, lists and
     null are absent.
     """
-    if isinstance(value, str):
+    value_type = type(value)
+    if value_type is str:
         return value or None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return wire_value(value)
+    if value_type is int or value_type is float:
+        return wire_value(value)
+    return None
 
 
 def first_non_empty(*values: Any) -> str | None:
@@ -33,14 +36,14 @@ def first_non_empty(*values: Any) -> str | None:
 
 def as_object(value: Any) -> dict[str, Any]:
     """The value if it is a JSON object, else an empty one: wrong shapes count as absent."""
-    return value if isinstance(value, dict) else {}
+    return value if type(value) is dict else _NO_OBJECT
 
 
 def path(event: dict[str, Any], *keys: str) -> Any:
     """The value at a dotted path, or None when any step is missing or not an object."""
     value: Any = event
     for key in keys:
-        if not isinstance(value, dict):
+        if type(value) is not dict:
             return None
         value = value.get(key)
     return value

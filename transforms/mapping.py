@@ -174,7 +174,7 @@ def build_request(prepared: PreparedEvent, settings: MappingSettings) -> WoopraR
         params=params,
         event=event,
     )
-    url_bytes = len(request.url())
+    url_bytes = request.url_length()
     if url_bytes > MAX_URL_BYTES:
         return _dead(
             event, REQUEST_TOO_LARGE, f"request URL is {url_bytes} bytes, over {MAX_URL_BYTES}"
@@ -207,29 +207,31 @@ def _add_visitor_params(
     traits = as_object(event.get("traits"))
     context = as_object(event.get("context"))
     context_traits = as_object(context.get("traits"))
-    for source in (context_traits, traits):
-        copied = {key: value for key, value in source.items() if key not in _TRAITS_NOT_COPIED}
-        flatten_into(params, "cv_", copied)
+    flatten_into(params, "cv_", context_traits, skip=_TRAITS_NOT_COPIED)
+    flatten_into(params, "cv_", traits, skip=_TRAITS_NOT_COPIED)
     ip = non_empty(context.get("ip"))
     user_agent = context.get("userAgent")
-    named = {
-        "cv_id": prepared.cv_id,
-        "cv_email": prepared.cv_email,
-        "cookie": prepared.cookie,
-        "timestamp": prepared.timestamp_ms,
-        "ip": ip,
-        "cv_ip": ip,
-        "cv_name": first_non_empty(traits.get("name"), context_traits.get("name")),
-        "cv_company": first_non_empty(
-            _company_name(traits.get("company")), _company_name(context_traits.get("company"))
+    named = (
+        ("cv_id", prepared.cv_id),
+        ("cv_email", prepared.cv_email),
+        ("cookie", prepared.cookie),
+        ("timestamp", prepared.timestamp_ms),
+        ("ip", ip),
+        ("cv_ip", ip),
+        ("cv_name", first_non_empty(traits.get("name"), context_traits.get("name"))),
+        (
+            "cv_company",
+            first_non_empty(
+                _company_name(traits.get("company")), _company_name(context_traits.get("company"))
+            ),
         ),
-        "device": non_empty(path(context, "device", "type")),
-        "app": non_empty(path(context, "app", "name")),
-        "os": non_empty(path(context, "os", "name")),
-        "browser": browser_of(user_agent) if isinstance(user_agent, str) else None,
-        "timeout": settings.idle_timeout_ms,
-    }
-    params.update((key, value) for key, value in named.items() if value is not None)
+        ("device", non_empty(path(context, "device", "type"))),
+        ("app", non_empty(path(context, "app", "name"))),
+        ("os", non_empty(path(context, "os", "name"))),
+        ("browser", browser_of(user_agent) if type(user_agent) is str else None),
+        ("timeout", settings.idle_timeout_ms),
+    )
+    params.update((key, value) for key, value in named if value is not None)
 
 
 def _company_name(company: Any) -> Any:

@@ -45,8 +45,14 @@ METRICS_NAMESPACE = "woopra"
 DEAD_LETTER_TAG = "dead_letters"
 
 
+# Bytes that urlencode (quote_plus) writes as one character; every other byte takes three.
+_URL_SAFE_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~ "
+
+
 def wire_value(value: Any) -> str:
     """How one JSON-typed parameter value travels in a URL (SPEC §7)."""
+    if type(value) is str:
+        return value
     if value is True:
         return "true"
     if value is False:
@@ -75,6 +81,14 @@ class WoopraRequest:
 
     def url(self) -> str:
         return self.endpoint + "?" + urlencode(self.wire_params())
+
+    def url_length(self) -> int:
+        """len(self.url()), counted without building it: the size check runs on every event."""
+        text = "".join([key + wire_value(value) for key, value in self.params.items()])
+        raw = text.encode("utf-8")
+        escaped = len(raw.translate(None, _URL_SAFE_BYTES))
+        separators = 2 * len(self.params) - 1  # one "=" per parameter, "&" between them
+        return len(self.endpoint) + 1 + len(raw) + 2 * escaped + separators
 
     def to_dict(self) -> dict[str, Any]:
         return {
