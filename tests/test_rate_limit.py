@@ -218,3 +218,44 @@ def test_a_limit_service_address_chooses_the_envoy_limiter():
     assert limiter.envoy.block_until_allowed is False
     # The cap lives in the service; locally only the 429 pause and throttling apply.
     assert limiter.local.rate is None
+
+
+class StalledTime:
+    """A clock the test moves by hand; sleepers really sleep a little so others can run."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(0.005)
+
+
+def test_spec_10_threads_waking_late_after_a_stall_are_spread_out_not_bunched():
+    stalled = StalledTime()
+    paced = AdaptiveRateLimiter(10, clock=stalled.clock, sleep=stalled.sleep, uniform=lambda: 1)
+    assert paced.acquire(deadline=60)  # takes the slot at 0.0
+    granted: list[float] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        assert paced.acquire(deadline=60)
+        with lock:
+            granted.append(stalled.now)
+
+    threads = [threading.Thread(target=send, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)  # all three have booked the slots at 0.1, 0.2 and 0.3 and sleep
+    assert granted == []
+    stalled.now = 5.0  # the process stalled: every booked slot is long past
+    time.sleep(0.2)
+    assert granted == [5.0]  # one goes now; the others book fresh slots instead of bunching
+    for now in (5.1, 5.2):
+        stalled.now = now
+        time.sleep(0.2)
+    for thread in threads:
+        thread.join(5)
+    assert granted == [5.0, 5.1, 5.2]

@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from http.cookiejar import DefaultCookiePolicy
 
-import requests
+import urllib3
 from apache_beam.utils.retry import FuzzedExponentialIntervals
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InvalidHeader, MaxRetryError
+from urllib3.exceptions import (
+    HTTPError,
+    InvalidHeader,
+    ProtocolError,
+    TimeoutError,
+)
 from urllib3.util.retry import Retry
 
 from transforms.rate_limit import WorkerThrottle
@@ -22,12 +25,9 @@ from transforms.records import HTTP_4XX, RETRIES_EXHAUSTED, STAGE_SEND, DeadLett
 
 _LOGGER = logging.getLogger(__name__)
 
-# Transport errors worth another attempt: the connection failed, broke, or timed out.
-_RETRYABLE_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
+# Transport errors worth another attempt: the connection failed, broke, or timed out
+# (urllib3's NewConnectionError is a TimeoutError, a dropped connection a ProtocolError).
+_RETRYABLE_ERRORS = (TimeoutError, ProtocolError)
 # Used only for its Retry-After parser (delay-seconds or HTTP-date, capped at 6 hours).
 _RETRY_AFTER_PARSER = Retry(total=0)
 
@@ -52,11 +52,8 @@ def describe_error(error: BaseException) -> str:
     outer = type(error).__name__
     cause: BaseException | None = error
     for _ in range(5):
-        if isinstance(cause, MaxRetryError) and cause.reason is not None:
-            inner: BaseException | None = cause.reason
-        else:
-            inner = next((a for a in reversed(cause.args) if isinstance(a, BaseException)), None)
-            inner = inner or cause.__cause__
+        inner = next((a for a in reversed(cause.args) if isinstance(a, BaseException)), None)
+        inner = inner or cause.__cause__
         if inner is None:
             break
         cause = inner
@@ -97,13 +94,15 @@ def dead_letter(
 
 
 class WoopraClient:
-    """A pooled HTTP session that sends requests with retries, backoff and the worker throttle.
+    """A connection pool that sends requests with retries, backoff and the worker throttle.
 
     Every attempt waits on the throttle first, so retries count against the rate and in-flight
     caps. Backoff is exponential with full jitter (Beam's FuzzedExponentialIntervals with
     fuzz=1), at least the Retry-After; no attempt starts after `max_retry_seconds` from the
     first wait (an event can overrun that by one timeout). urllib3's own retries are off: each
-    attempt is classified and counted here.
+    attempt is classified and counted here. urllib3 rather than a requests.Session: the
+    session's per-request look-up of proxy settings in the environment doubled the CPU per
+    request, which capped a worker below the concurrency it was given.
     """
 
     def __init__(
@@ -122,7 +121,7 @@ class WoopraClient:
         self._timeout = timeout_seconds
         self._backoff_base = backoff_base_seconds
         self._backoff_cap = backoff_cap_seconds
-        self._session = _session(pool_size=throttle.max_in_flight)
+        self._pool = _pool_manager(pool_size=throttle.max_in_flight, timeout=timeout_seconds)
 
     def __enter__(self) -> WoopraClient:
         return self
@@ -131,7 +130,7 @@ class WoopraClient:
         self.close()
 
     def close(self) -> None:
-        self._session.close()
+        self._pool.clear()
 
     def send(self, request: WoopraRequest) -> Outcome:
         """Delivers `request` or returns its dead letter; never raises for HTTP or I/O trouble."""
@@ -171,7 +170,7 @@ class WoopraClient:
                 if not isinstance(error, _RETRYABLE_ERRORS):
                     return outcome(RETRIES_EXHAUSTED, detail)
             else:
-                status = response.status_code
+                status = response.status
                 detail = f"HTTP {status}"
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 if status == 429:
@@ -194,28 +193,26 @@ class WoopraClient:
 
     def _attempt(
         self, request: WoopraRequest
-    ) -> tuple[requests.Response, None] | tuple[None, requests.RequestException]:
+    ) -> tuple[urllib3.BaseHTTPResponse, None] | tuple[None, HTTPError]:
         """One HTTP exchange; the in-flight slot taken by the throttle is given back after it."""
         try:
-            response = self._session.request(
-                request.method, request.url(), timeout=self._timeout, allow_redirects=False
-            )
-        except requests.RequestException as error:
+            response = self._pool.request(request.method, request.url(), redirect=False)
+        except HTTPError as error:
             return None, error
         finally:
             self._throttle.release()
         return response, None
 
 
-def _session(pool_size: int) -> requests.Session:
-    """A session for many threads: one pool slot per in-flight request, no retries, no cookies.
+def _pool_manager(pool_size: int, timeout: float) -> urllib3.PoolManager:
+    """A pool for many threads: one connection per in-flight request, no retries or redirects.
 
-    Cookies are refused because one session serves every device: a cookie Woopra sets for one
-    visitor must not travel with the next visitor's request.
+    No cookies are kept (urllib3 has no cookie jar): one pool serves every device, and a
+    cookie Woopra sets for one visitor must not travel with the next visitor's request.
     """
-    session = requests.Session()
-    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-    adapter = HTTPAdapter(pool_maxsize=pool_size, max_retries=Retry(total=0, read=False))
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+    return urllib3.PoolManager(
+        num_pools=4,
+        maxsize=pool_size,
+        retries=False,
+        timeout=urllib3.Timeout(connect=timeout, read=timeout),
+    )

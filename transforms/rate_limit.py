@@ -89,6 +89,9 @@ class AdaptiveRateLimiter:
         uniform: Callable[[], float] = random.random,
     ) -> None:
         self.rate = rate if rate > 0 else None
+        # A thread that wakes later than this past its slot (a stalled process) books a new
+        # one: sending on the stale slot would bunch it with the slots after it.
+        self._interval = 1 / rate if rate > 0 else math.inf
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -118,7 +121,7 @@ class AdaptiveRateLimiter:
                     # A pause voids a reservation: its slot may lie inside the pause.
                     reserved = None
                     wake = self._paused_until
-                elif reserved is not None:
+                elif reserved is not None and now - reserved <= self._interval:
                     wake = reserved
                 elif self._uniform() < self._throttle_probability(_ms(now)):
                     wake = now + _MAX_SLEEP_SECONDS
