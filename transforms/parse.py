@@ -48,6 +48,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Made once: json.loads with hooks builds a new decoder per call.
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def loads_strict(data: bytes) -> Any:
     """JSON as RFC 8259 has it: UTF-8, no NaN or Infinity, no number that overflows a float."""
     try:
@@ -55,7 +59,7 @@ def loads_strict(data: bytes) -> Any:
     except UnicodeDecodeError as err:
         raise InvalidEventError(f"not valid UTF-8 at byte {err.start}") from err
     try:
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = _STRICT_DECODER.decode(text)
     except RecursionError as err:
         raise InvalidEventError("nested too deeply") from err
     except json.JSONDecodeError as err:
@@ -96,7 +100,7 @@ def _raw_text(data: bytes) -> str:
 def parse_record(record: bytes | str) -> dict[str, Any] | DeadLetter | None:
     """The event in one line or message; None for a blank line, which is not an event."""
     data = record.encode("utf-8", errors="surrogatepass") if isinstance(record, str) else record
-    if not data.strip():
+    if not data or data.isspace():
         return None
     if len(data) > MAX_EVENT_BYTES:
         return _too_large(data)
