@@ -49,6 +49,15 @@ DEAD_LETTER_TAG = "dead_letters"
 _URL_SAFE_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~ "
 
 
+# Made once: json.dumps with options builds a new encoder per call.
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def compact_json(value: Any) -> str:
+    """JSON text without spaces, non-ASCII kept as is: output lines and list parameters."""
+    return _COMPACT_JSON.encode(value)
+
+
 def wire_value(value: Any) -> str:
     """How one JSON-typed parameter value travels in a URL (SPEC §7)."""
     if type(value) is str:
@@ -99,7 +108,7 @@ class WoopraRequest:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return compact_json(self.to_dict())
 
 
 @dataclass(frozen=True)
@@ -126,4 +135,4 @@ class DeadLetter:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return compact_json(self.to_dict())

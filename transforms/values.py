@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from typing import Any
+
+from transforms.records import compact_json
 
 _SCALAR_TYPES = frozenset({str, int, float, bool})
 
@@ -35,6 +36,6 @@ def _flatten_nested(params: dict[str, Any], name: str, value: Any) -> None:
         if isinstance(value, dict):
             stack.extend((f"{name}_{key}", inner) for key, inner in reversed(value.items()))
         elif isinstance(value, list):
-            params[name] = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            params[name] = compact_json(value)
         else:
             params[name] = value
