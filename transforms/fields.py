@@ -28,9 +28,13 @@ def non_empty(value: Any) -> str | None:
 def first_non_empty(*values: Any) -> str | None:
     """The first value that counts as non-empty, as text."""
     for value in values:
-        text = non_empty(value)
-        if text is not None:
-            return text
+        if type(value) is str:
+            if value:
+                return value
+        elif value is not None:
+            text = non_empty(value)
+            if text is not None:
+                return text
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -59,7 +59,7 @@ def stitch(
     for event in ordered:
         current = Identity(event.cv_id or current.cv_id, event.cv_email or current.cv_email)
         if (event.cv_id, event.cv_email) != current:
-            event = replace(event, cv_id=current.cv_id, cv_email=current.cv_email)
+            event = event.with_identity(current.cv_id, current.cv_email)
         stitched.append(event)
     return stitched, current
 

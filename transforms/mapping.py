@@ -67,6 +67,19 @@ class PreparedEvent:
             return "cv_id:" + self.cv_id
         return "cv_email:" + str(self.cv_email)
 
+    def with_identity(self, cv_id: str | None, cv_email: str | None) -> PreparedEvent:
+        """The same event under a stitched identity (faster than dataclasses.replace)."""
+        return PreparedEvent(
+            self.event,
+            self.event_type,
+            self.project,
+            self.message_id,
+            self.timestamp_ms,
+            cv_id,
+            cv_email,
+            self.cookie,
+        )
+
     @property
     def send_order(self) -> tuple[bool, int, str]:
         """Timestamp order, ties broken by messageId; events without a timestamp last."""
@@ -225,9 +238,9 @@ def _add_visitor_params(
                 _company_name(traits.get("company")), _company_name(context_traits.get("company"))
             ),
         ),
-        ("device", non_empty(path(context, "device", "type"))),
-        ("app", non_empty(path(context, "app", "name"))),
-        ("os", non_empty(path(context, "os", "name"))),
+        ("device", non_empty(as_object(context.get("device")).get("type"))),
+        ("app", non_empty(as_object(context.get("app")).get("name"))),
+        ("os", non_empty(as_object(context.get("os")).get("name"))),
         ("browser", browser_of(user_agent) if type(user_agent) is str else None),
         ("timeout", settings.idle_timeout_ms),
     )
