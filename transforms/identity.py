@@ -26,6 +26,36 @@ from transforms.records import METRICS_NAMESPACE
 COOKIE_KEY_PREFIX = "cookie:"
 
 
+class PreparedEventCoder(beam.coders.Coder):
+    """PreparedEvents through the shuffle as plain tuples: Beam's fast coder handles those
+    natively, where a dataclass would fall back to pickle at twice the cost per event."""
+
+    _FIELDS = beam.coders.FastPrimitivesCoder()
+
+    def encode(self, value: PreparedEvent) -> bytes:
+        return self._FIELDS.encode(
+            (
+                value.event,
+                value.event_type,
+                value.project,
+                value.message_id,
+                value.timestamp_ms,
+                value.cv_id,
+                value.cv_email,
+                value.cookie,
+            )
+        )
+
+    def decode(self, encoded: bytes) -> PreparedEvent:
+        return PreparedEvent(*self._FIELDS.decode(encoded))
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+beam.coders.registry.register_coder(PreparedEvent, PreparedEventCoder)
+
+
 class Identity(NamedTuple):
     """A device's current cv_id and cv_email, each updated on its own."""
 
@@ -92,7 +122,7 @@ class _StreamingResolveFn(beam.DoFn):
     until the device has been quiet for the TTL; the dedup window prunes old messageIds.
     """
 
-    BUFFER = BagStateSpec("buffer", PickleCoder())
+    BUFFER = BagStateSpec("buffer", PreparedEventCoder())
     BUFFERED = ReadModifyWriteStateSpec("buffered", VarIntCoder())
     IDENTITY = ReadModifyWriteStateSpec("identity", PickleCoder())
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
