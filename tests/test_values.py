@@ -18,6 +18,7 @@ from transforms.records import (
     STAGE_SEND,
     DeadLetter,
     WoopraRequest,
+    compact_json,
     wire_value,
 )
 from transforms.values import flatten_into
@@ -405,3 +406,23 @@ def test_spec_9_missing_project_dead_letter() -> None:
     dead = map_event({"type": "track", "anonymousId": "a"}, MappingSettings())
     assert isinstance(dead, DeadLetter)
     assert dead.reason == "missing_project"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"big": 10**30, "list": [1, "é"]},
+        ["line\nbreak", "nul\u0000", "sep\u2028", -0.0, 1e-7, 1e22, True, None],
+        {"nested": {"a": [{"b": 1.5}]}},
+    ],
+)
+def test_spec_8_compact_json_is_exact_json_without_spaces(value):
+    text = compact_json(value)
+    assert json.loads(text) == value
+    assert " " not in text  # none of the values holds a space
+
+
+def test_spec_8_compact_json_keeps_non_ascii_and_integers_beyond_64_bits():
+    assert compact_json({"city": "Zürich", "id": 10**30}) == (
+        '{"city":"Zürich","id":1000000000000000000000000000000}'
+    )
