@@ -412,7 +412,7 @@ def test_spec_4_stitched_identity_reaches_the_request() -> None:
         ),
     ]
     events = [prepare_event(event, SETTINGS) for event in raw]
-    ordered = resolve_device("cookie:c-1", events, stitch_identity=True)
+    ordered, _ = resolve_device("cookie:c-1", events, stitch_identity=True)
     requests = [build_request(event, SETTINGS) for event in ordered]
     assert all(isinstance(request, WoopraRequest) for request in requests)
     first = requests[0].params
@@ -423,14 +423,14 @@ def test_spec_4_stitched_identity_reaches_the_request() -> None:
 
 def test_spec_4_resolve_device_orders_and_stitches_a_cookie_device() -> None:
     events = [prepared("2", 20, cv_id="u-1"), prepared("1", 10), prepared("3", None)]
-    ordered = resolve_device("cookie:c-1", events, stitch_identity=True)
+    ordered, _ = resolve_device("cookie:c-1", events, stitch_identity=True)
     assert ids(ordered) == ["1", "2", "3"]
     assert [e.cv_id for e in ordered] == ["u-1", "u-1", "u-1"]
 
 
 def test_spec_4_resolve_device_without_stitching_only_orders() -> None:
     events = [prepared("2", 20, cv_id="u-1"), prepared("1", 10), prepared("3", None)]
-    ordered = resolve_device("cookie:c-1", events, stitch_identity=False)
+    ordered, _ = resolve_device("cookie:c-1", events, stitch_identity=False)
     assert ids(ordered) == ["1", "2", "3"]
     assert [e.cv_id for e in ordered] == [None, "u-1", None]
 
@@ -442,6 +442,6 @@ def test_spec_4_only_cookie_devices_are_stitched(device_key: str) -> None:
         prepared("1", 1, cv_id="u-1", cv_email="e@x.io", cookie=None),
         prepared("3", 3, cv_id="u-1", cookie=None),
     ]
-    ordered = resolve_device(device_key, events, stitch_identity=True)
+    ordered, _ = resolve_device(device_key, events, stitch_identity=True)
     assert ids(ordered) == ["1", "2", "3"]
     assert who(ordered) == [("u-1", "e@x.io"), ("u-1", None), ("u-1", None)]

@@ -66,7 +66,9 @@ def test_spec_4_streaming_identity_applies_to_later_batches_until_the_ttl_expire
         .advance_processing_time(10)
         .add_elements([_event("m3", 22, userId="u2")])
         .advance_processing_time(10)
+        .advance_watermark_to(60)  # not yet 100 s after m3: the identity is kept
         .advance_processing_time(200)
+        .advance_watermark_to(200)  # more than 100 s after m3: the device's state expires
         .add_elements([_event("m4", 235)])
         .advance_processing_time(20)
         .advance_watermark_to_infinity()

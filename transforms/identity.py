@@ -95,20 +95,26 @@ def stitch(
 
 
 def resolve_device(
-    device_key: str, events: Iterable[PreparedEvent], stitch_identity: bool
-) -> list[PreparedEvent]:
-    """One device's events in send order, stitched when the device is a cookie."""
+    device_key: str,
+    events: Iterable[PreparedEvent],
+    stitch_identity: bool,
+    known: Identity = NO_IDENTITY,
+) -> tuple[list[PreparedEvent], Identity]:
+    """One device's events in send order, stitched (from `known` on) when it is a cookie.
+
+    Returns the events and the device's identity after them.
+    """
     ordered = in_send_order(events)
     if stitch_identity and device_key.startswith(COOKIE_KEY_PREFIX):
-        ordered, _ = stitch(ordered)
-    return ordered
+        return stitch(ordered, known)
+    return ordered, known
 
 
 @dataclass(frozen=True)
 class StreamingSettings:
     """How long a device's events wait to be sent together, and what it remembers."""
 
-    max_buffering_seconds: float = 5.0
+    max_buffering_seconds: float = 2.0
     max_buffered_events: int = 500
     identity_ttl_seconds: float = 30 * 24 * 3600
     dedup_window_seconds: float = 24 * 3600
@@ -117,9 +123,12 @@ class StreamingSettings:
 class _StreamingResolveFn(beam.DoFn):
     """Per device: drop repeated messageIds, buffer briefly, then order and stitch.
 
-    The clock is the element timestamp (Pub/Sub publish time), so TestStream controls it
-    and a backlog flushes at once. The current identity and the messageIds seen are kept
-    until the device has been quiet for the TTL; the dedup window prunes old messageIds.
+    Times are measured from the element timestamp (Pub/Sub publish time), so TestStream
+    controls them and a backlog flushes at once. The buffering flush is a processing-time
+    timer; the TTL of the device's identity and seen messageIds is an event-time timer,
+    which, unlike a processing-time one, holds no watermark back for as long as it waits.
+    The dedup window prunes old messageIds. Every flush clears the pending flush timers, so
+    a quiet device keeps only its TTL timer.
     """
 
     BUFFER = BagStateSpec("buffer", PreparedEventCoder())
@@ -127,7 +136,7 @@ class _StreamingResolveFn(beam.DoFn):
     IDENTITY = ReadModifyWriteStateSpec("identity", PickleCoder())
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
-    EXPIRE = TimerSpec("expire", TimeDomain.REAL_TIME)
+    EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
     # Fires when the input ends (drain, a bounded test stream) so no buffered event is lost.
     DRAIN = TimerSpec("drain", TimeDomain.WATERMARK)
 
@@ -163,7 +172,7 @@ class _StreamingResolveFn(beam.DoFn):
             flush.set(now + Duration(seconds=self.settings.max_buffering_seconds))
             drain.set(GlobalWindow().max_timestamp())
         if count >= self.settings.max_buffered_events:
-            yield from self._flush(device, buffer, buffered, identity)
+            yield from self._flush(device, buffer, buffered, identity, (flush, drain))
 
     @on_timer(FLUSH)
     @on_timer(DRAIN)
@@ -173,8 +182,10 @@ class _StreamingResolveFn(beam.DoFn):
         buffer=beam.DoFn.StateParam(BUFFER),
         buffered=beam.DoFn.StateParam(BUFFERED),
         identity=beam.DoFn.StateParam(IDENTITY),
+        flush=beam.DoFn.TimerParam(FLUSH),
+        drain=beam.DoFn.TimerParam(DRAIN),
     ):
-        yield from self._flush(key, buffer, buffered, identity)
+        yield from self._flush(key, buffer, buffered, identity, (flush, drain))
 
     @on_timer(EXPIRE)
     def on_expire(
@@ -184,8 +195,10 @@ class _StreamingResolveFn(beam.DoFn):
         buffered=beam.DoFn.StateParam(BUFFERED),
         identity=beam.DoFn.StateParam(IDENTITY),
         seen=beam.DoFn.StateParam(SEEN),
+        flush=beam.DoFn.TimerParam(FLUSH),
+        drain=beam.DoFn.TimerParam(DRAIN),
     ):
-        yield from self._flush(key, buffer, buffered, identity)
+        yield from self._flush(key, buffer, buffered, identity, (flush, drain))
         identity.clear()
         seen.clear()
         self.expired.inc()
@@ -205,15 +218,17 @@ class _StreamingResolveFn(beam.DoFn):
         seen.write(first_seen)
         return False
 
-    def _flush(self, device: str, buffer, buffered, identity):
+    def _flush(self, device: str, buffer, buffered, identity, timers):
         events = list(buffer.read())
         buffer.clear()
         buffered.clear()
+        for timer in timers:
+            timer.clear()
         if not events:
             return
-        ordered = in_send_order(events)
-        if self.stitch_identity and device.startswith(COOKIE_KEY_PREFIX):
-            ordered, current = stitch(ordered, identity.read() or NO_IDENTITY)
+        known = identity.read() or NO_IDENTITY
+        ordered, current = resolve_device(device, events, self.stitch_identity, known)
+        if current != known:
             identity.write(current)
         yield device, ordered
 
@@ -247,6 +262,9 @@ class ResolveIdentity(beam.PTransform):
             | "GroupByDevice" >> beam.GroupByKey()
             | "OrderAndStitch"
             >> beam.MapTuple(
-                lambda device, grouped: (device, resolve_device(device, grouped, stitch_identity))
+                lambda device, grouped: (
+                    device,
+                    resolve_device(device, grouped, stitch_identity)[0],
+                )
             )
         )
