@@ -36,23 +36,45 @@ def format_of(file_path: str, input_format: str = "auto") -> str:
 def read_json_file(file_path: str) -> Iterator[bytes]:
     """The events of a `.json` file, one record each.
 
-    An array gives its elements, an object itself; anything else is read as JSON lines,
-    which is how BigQuery and many tools write `.json` exports. NaN and Infinity are let
-    through here so that ParseEvents dead-letters exactly the element that has them.
+    An array gives its elements (re-serialized compactly, non-ASCII kept, so their size is
+    close to the original's); a first line that is a whole JSON object means JSON lines, as
+    BigQuery and many tools write `.json` exports, which are then streamed line by line;
+    anything else is one record. NaN and Infinity are let through here so that ParseEvents
+    dead-letters exactly the element that has them; so is text that is not UTF-8.
     """
     with FileSystems.open(file_path, compression_type=CompressionTypes.AUTO) as handle:
-        data = handle.read()
+        first = handle.readline()
+        while first and first.isspace():
+            first = handle.readline()
+        if first.lstrip().startswith(b"[") or not _is_json_object(first):
+            yield from _whole_document(first + handle.read())
+            return
+        yield first.rstrip(b"\r\n")
+        for line in handle:
+            yield line.rstrip(b"\r\n")
+
+
+def _is_json_object(line: bytes) -> bool:
     try:
-        document = json.loads(data)
+        return isinstance(json.loads(line.decode("utf-8")), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
+def _whole_document(data: bytes) -> Iterator[bytes]:
+    try:
+        document = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError):
         document = None
     if isinstance(document, list):
         for element in document:
-            yield json.dumps(element, separators=(",", ":")).encode("utf-8")
-    elif isinstance(document, dict):
-        yield data
-    else:
+            yield json.dumps(element, ensure_ascii=False, separators=(",", ":")).encode(
+                "utf-8", "surrogatepass"
+            )
+    elif document is None:
         yield from data.splitlines()
+    else:
+        yield data
 
 
 def _json_default(value: Any) -> Any:

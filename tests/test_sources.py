@@ -110,3 +110,19 @@ def test_json_array_element_with_nan_is_dead_lettered_alone(tmp_path):
     report = run_file_sink(str(tmp_path / "a.json"), tmp_path / "out", "--project_name", "p")
     assert (report["input"], report["sent"]) == (2, 1)
     assert report["dead_letter_reasons"] == {"invalid_json": 1}
+
+
+def test_spec_1_json_array_elements_keep_their_non_ascii_size(tmp_path):
+    text = "日本語のテキスト" * 1200  # 28,800 bytes in UTF-8, 115,200 as \\u escapes
+    event = {"type": "track", "anonymousId": "x", "properties": {"note": text}}
+    (tmp_path / "a.json").write_text(json.dumps([event], ensure_ascii=False), encoding="utf-8")
+    report = run_file_sink(str(tmp_path / "a.json"), tmp_path / "out", "--project_name", "p")
+    assert report["dead_letter_reasons"] == {"request_too_large": 1}  # not too_large
+
+
+def test_spec_1_json_file_that_is_not_utf8_is_invalid_json(tmp_path):
+    (tmp_path / "a.json").write_bytes(json.dumps(EVENTS).encode("utf-16"))
+    report = run_file_sink(str(tmp_path / "a.json"), tmp_path / "out", "--project_name", "p")
+    assert report["sent"] == 0
+    assert set(report["dead_letter_reasons"]) == {"invalid_json"}
+    assert report["input"] == report["dead_lettered"]
