@@ -196,7 +196,13 @@ class WoopraClient:
     ) -> tuple[urllib3.BaseHTTPResponse, None] | tuple[None, HTTPError]:
         """One HTTP exchange; the in-flight slot taken by the throttle is given back after it."""
         try:
-            response = self._pool.request(request.method, request.url(), redirect=False)
+            # The body is read and dropped undecoded: a delivered request is never turned
+            # into a failure by a body Woopra did not need to send.
+            response = self._pool.request(
+                request.method, request.url(), redirect=False, preload_content=False
+            )
+            response.drain_conn()
+            response.release_conn()
         except HTTPError as error:
             return None, error
         finally:

@@ -167,6 +167,9 @@ class AdaptiveRateLimiter:
         return slot
 
 
+_MIN_REFUSAL_WAIT_SECONDS = 0.05
+
+
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
@@ -192,10 +195,12 @@ class EnvoyLimiter:
     def acquire(self, deadline: float) -> bool:
         if not self.local.acquire(deadline):
             return False
-        # Each refusal has already slept until the RLS window resets.
+        # A refusal usually sleeps until the RLS window resets; one that does not (no reset
+        # time given) must not turn this into a busy loop against the service.
         while not self.envoy.allow():
-            if time.monotonic() >= deadline:
+            if time.monotonic() + _MIN_REFUSAL_WAIT_SECONDS >= deadline:
                 return False
+            time.sleep(_MIN_REFUSAL_WAIT_SECONDS)
         return True
 
     def accepted(self) -> None:
