@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result.wait_until_finish()
         report = build_report(counters_of(result.metrics()), time.monotonic() - started)
+    if report["input"] == 0 and not local_streaming:
+        _LOGGER.warning("no events were read: does --input match any file?")
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)

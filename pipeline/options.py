@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
 from transforms.mapping import DEFAULT_BASE_URL
 
@@ -134,7 +135,7 @@ def duration_seconds(text: str) -> float:
         seconds = float(number) * (unit or 1)
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from err
-    if seconds <= 0:
+    if not 0 < seconds < math.inf:
         raise argparse.ArgumentTypeError(f"a duration must be positive: {text!r}")
     return seconds
 
@@ -151,8 +152,24 @@ def validate(options: PipelineOptions) -> None:
         raise ValueError("--max_in_flight and --max_attempts must be at least 1")
     if woopra.rate_limit < 0:
         raise ValueError("--rate_limit must be 0 (no cap) or positive")
-    if woopra.max_buffering_seconds <= 0:
-        raise ValueError("--max_buffering_seconds must be positive")
+    if not 0 < woopra.max_buffering_seconds < math.inf:
+        raise ValueError("--max_buffering_seconds must be a positive number")
+    if woopra.dead_letter_topic and not is_streaming(options):
+        raise ValueError("--dead_letter_topic is for streaming; batch runs write files")
+    if woopra.input and woopra.input.lower().endswith(".avro.gz"):
+        raise ValueError("Avro files compress inside (their codec); .avro.gz is not read")
+    runner = options.view_as(StandardOptions).runner
+    workers = options.view_as(WorkerOptions)
+    shared_cap = woopra.sink == "woopra" and woopra.rate_limit > 0
+    if (
+        shared_cap
+        and runner not in (None, LOCAL_BATCH_RUNNER, LOCAL_STREAMING_RUNNER, "DirectRunner")
+        and not (woopra.rate_limit_service or workers.num_workers or workers.max_num_workers)
+    ):
+        raise ValueError(
+            "--rate_limit is split over workers: give --max_num_workers (or --num_workers), "
+            "or --rate_limit_service for one limit across any number of them"
+        )
 
 
 def is_streaming(options: PipelineOptions) -> bool:
