@@ -25,9 +25,9 @@ from transforms.records import HTTP_4XX, RETRIES_EXHAUSTED, STAGE_SEND, WoopraRe
 
 
 class ScriptedServer:
-    """A loopback server answering from a script of (status, headers); 200 once it runs out."""
+    """A loopback server answering from a script of (status, headers[, body]); then 200."""
 
-    def __init__(self, *script: int | tuple[int, dict[str, str]]) -> None:
+    def __init__(self, *script: int | tuple) -> None:
         self.script = deque(s if isinstance(s, tuple) else (s, {}) for s in script)
         self.arrivals: list[tuple[float, dict[str, str]]] = []
         server = self
@@ -37,12 +37,14 @@ class ScriptedServer:
 
             def do_GET(self) -> None:
                 server.arrivals.append((time.monotonic(), dict(self.headers)))
-                status, headers = server.script.popleft() if server.script else (200, {})
+                status, headers, *body = server.script.popleft() if server.script else (200, {})
+                payload = body[0] if body else b""
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
+                self.wfile.write(payload)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -264,3 +266,11 @@ def test_no_url_is_logged_at_info_or_above(caplog):
     ):
         sender.send(track(stub.url))
     assert not [r for r in caplog.records if "cookie" in r.getMessage()]
+
+
+def test_spec_10_a_2xx_with_an_undecodable_body_is_still_delivered():
+    broken_gzip = (200, {"Content-Encoding": "gzip"}, b"this is not gzip")
+    with ScriptedServer(broken_gzip) as server, client() as sender:
+        outcome = sender.send(track(server.url))
+    assert outcome.delivered
+    assert (outcome.attempts, outcome.status) == (1, 200)

@@ -196,13 +196,11 @@ class WoopraClient:
     ) -> tuple[urllib3.BaseHTTPResponse, None] | tuple[None, HTTPError]:
         """One HTTP exchange; the in-flight slot taken by the throttle is given back after it."""
         try:
-            # The body is read and dropped undecoded: a delivered request is never turned
-            # into a failure by a body Woopra did not need to send.
+            # The body is read undecoded: a delivered request is never turned into a failure
+            # by a compressed body Woopra did not need to send.
             response = self._pool.request(
-                request.method, request.url(), redirect=False, preload_content=False
+                request.method, request.url(), redirect=False, decode_content=False
             )
-            response.drain_conn()
-            response.release_conn()
         except HTTPError as error:
             return None, error
         finally:
