@@ -1,4 +1,4 @@
-"""WriteRequests and WriteDeadLetters: JSON-lines files under --output (SPEC §8, §9)."""
+"""WriteRequests and WriteDeadLetters: JSON lines under --output; dead letters also to Pub/Sub."""
 
 from __future__ import annotations
 
