@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -122,6 +123,26 @@ def test_spec_5_offset_form_matches_datetime_for_many_offsets() -> None:
         assert parse_timestamp_ms(text) == expected, text
 
 
+def test_spec_5_sdk_form_matches_datetime_from_year_1_to_9999() -> None:
+    # `YYYY-MM-DDTHH:MM:SS.mmmZ` takes a faster path than the general rules: same results.
+    generator = random.Random(5)
+    for _ in range(20_000):
+        parts = (
+            generator.randint(1, 9999),
+            generator.randint(1, 12),
+            generator.randint(1, 28),
+            generator.randint(0, 23),
+            generator.randint(0, 59),
+            generator.randint(0, 59),
+        )
+        millis = generator.randint(0, 999)
+        year, month, day, hour, minute, second = parts
+        text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}"
+        expected = ms(*parts, micro=millis * 1000)
+        assert parse_timestamp_ms(text + "Z") == expected, text
+        assert parse_timestamp_ms(text + "+00:00") == expected, text
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -163,6 +184,15 @@ def test_spec_5_json_number_is_already_milliseconds(value: float, expected: int)
         "2024-01-02T03:04:05Z trailing",
         "1704164645678",
         "24-01-02T03:04:05Z",
+        # The SDKs' own form, but no such moment or not the digits the rules allow:
+        "2024-02-30T03:04:05.678Z",
+        "2023-02-29T03:04:05.678Z",
+        "2024-01-02T24:00:00.000Z",
+        "2024-01-02T03:60:05.678Z",
+        "2024-01-02T03:04:60.678Z",
+        "2024-W01-2T03:04:05.678Z",
+        "2024-01-02T03:04:05.67\u0668Z",
+        "0000-01-02T03:04:05.678Z",
         True,
         False,
         [2024, 1, 2],

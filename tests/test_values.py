@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -13,6 +14,7 @@ from transforms.mapping import MappingSettings, map_event
 from transforms.parse import parse_record
 from transforms.records import (
     DEAD_LETTER_REASONS,
+    MAX_FLOAT_WIRE_CHARS,
     STAGE_MAP,
     STAGE_PARSE,
     STAGE_SEND,
@@ -153,6 +155,11 @@ def test_spec_7_values_keep_their_json_type() -> None:
     }
 
 
+def test_spec_7_parameters_keep_the_source_order_depth_first() -> None:
+    source = {"a": 1, "b": {"c": 2, "d": {"e": 3, "x": None}, "f": 4}, "g": [1], "h": {}, "i": 5}
+    assert list(flat(source)) == ["cv_a", "cv_b_c", "cv_b_d_e", "cv_b_f", "cv_g", "cv_i"]
+
+
 def test_spec_7_flattening_very_deep_objects_never_raises() -> None:
     nested: Any = "leaf"
     for _ in range(5_000):
@@ -216,6 +223,45 @@ def test_spec_7_wire_params_and_url_use_the_wire_form() -> None:
     split = urlsplit(request.url())
     assert f"{split.scheme}://{split.netloc}{split.path}" == request.endpoint
     assert dict(parse_qsl(split.query, keep_blank_values=True)) == request.wire_params()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"project": "p"},
+        {"project": "p", "vip": True, "off": False, "n": -3, "big": 10**30, "s": "a b+c"},
+        {"project": "p", "f": 2.0, "g": 0.5, "e": 1e22, "tiny": 1.5e-7, "neg": -0.0},
+        {"project": "p", "text": "é/?#&=~ ü€😀", "empty": "", "spaces": "   "},
+        {"project": "p", "flag": True, "x": 1e-5, "ünï": "çødé", "list": '["a b"]'},
+    ],
+)
+def test_spec_7_url_length_counts_what_url_builds(params: dict) -> None:
+    # The size check counts the URL without building it: exactly, and as a quick upper bound.
+    for endpoint in ("https://www.woopra.com/track/ce", "http://127.0.0.1:8080/x/track/identify"):
+        request = WoopraRequest(message_id="m", endpoint=endpoint, params=params)
+        assert request.url_length() == len(request.url().encode("ascii"))
+        assert request.url_length_bound() >= request.url_length()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [5e-324, -5e-324, -2.2250738585072014e-308, -2.225073858507201e-308, -1.7976931348623157e308],
+)
+def test_spec_7_longest_float_wire_text_is_within_the_bound(value: float) -> None:
+    assert len(wire_value(value)) <= MAX_FLOAT_WIRE_CHARS
+    request = WoopraRequest(message_id="m", endpoint="https://w/track/ce", params={"f": value})
+    assert request.url_length_bound() >= request.url_length() == len(request.url())
+
+
+def test_spec_7_float_wire_text_never_exceeds_the_bound_across_magnitudes() -> None:
+    generator = random.Random(7)
+    longest = 0
+    for exponent in range(-324, 309):
+        for _ in range(20):
+            value = -float(f"{generator.random():.17f}e{exponent}")
+            longest = max(longest, len(wire_value(value)))
+    assert longest <= MAX_FLOAT_WIRE_CHARS
+    assert longest >= MAX_FLOAT_WIRE_CHARS - 2  # the bound is tight, not a guess
 
 
 def test_spec_7_url_is_urlencoded_params_after_endpoint() -> None:

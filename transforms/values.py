@@ -7,8 +7,6 @@ from typing import Any
 
 from transforms.records import compact_json
 
-_SCALAR_TYPES = frozenset({str, int, float, bool})
-
 
 def flatten_into(
     params: dict[str, Any], prefix: str, source: dict[str, Any], skip: Collection[str] = ()
@@ -19,23 +17,29 @@ def flatten_into(
     compact JSON text, nulls and a top-level key that is the empty string are left out.
     """
     for key, value in source.items():
-        if type(value) in _SCALAR_TYPES:
-            if key and key not in skip:
-                params[prefix + key] = value
-        elif value is not None and key and key not in skip:
-            _flatten_nested(params, prefix + key, value)
-
-
-def _flatten_nested(params: dict[str, Any], name: str, value: Any) -> None:
-    """Iterative, so that hostile nesting cannot exhaust the interpreter's stack."""
-    stack: list[tuple[str, Any]] = [(name, value)]
-    while stack:
-        name, value = stack.pop()
-        if value is None:
+        if value is None or not key or key in skip:
             continue
-        if isinstance(value, dict):
-            stack.extend((f"{name}_{key}", inner) for key, inner in reversed(value.items()))
-        elif isinstance(value, list):
-            params[name] = compact_json(value)
+        value_type = type(value)
+        if value_type is dict:
+            _flatten_object(params, prefix + key, value)
+        elif value_type is list:
+            params[prefix + key] = compact_json(value)
         else:
-            params[name] = value
+            params[prefix + key] = value
+
+
+def _flatten_object(params: dict[str, Any], name: str, value: dict[str, Any]) -> None:
+    """Depth first in source order; iterative, so that hostile nesting cannot exhaust the
+    interpreter's stack. An object's walk pauses at an inner object and resumes after it."""
+    stack = [(name, iter(value.items()))]
+    while stack:
+        name, items = stack[-1]
+        for key, inner in items:
+            inner_type = type(inner)
+            if inner_type is dict:
+                stack.append((f"{name}_{key}", iter(inner.items())))
+                break
+            if inner is not None:
+                params[f"{name}_{key}"] = compact_json(inner) if inner_type is list else inner
+        else:
+            stack.pop()
