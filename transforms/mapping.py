@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from transforms.fields import as_object, first_non_empty, non_empty, path, woopra_integration
+from transforms.fields import (
+    as_object,
+    first_non_empty,
+    non_empty,
+    path,
+    traits_and_context,
+    woopra_integration,
+)
 from transforms.records import (
     INVALID_TIMESTAMP,
     MISSING_IDENTITY,
@@ -144,9 +151,7 @@ def project_of(event: dict[str, Any], settings: MappingSettings) -> str | None:
 
 def identity_of(event: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
     """The event's own cv_id, cv_email and cookie (SPEC §4)."""
-    traits = as_object(event.get("traits"))
-    context = as_object(event.get("context"))
-    context_traits = as_object(context.get("traits"))
+    traits, context, context_traits = traits_and_context(event)
     cv_id = first_non_empty(
         event.get("userId"),
         traits.get("userId"),
@@ -188,10 +193,14 @@ def build_request(prepared: PreparedEvent, settings: MappingSettings) -> WoopraR
         endpoint = settings.track_endpoint
         params["event"] = event_name_of(event_type, event)
         _add_visitor_params(params, prepared, settings)
-        flatten_into(params, "ce_", _event_properties(event_type, event))
-        referer = _referer_of(event_type, event)
-        if referer is not None:
-            params["referer"] = referer
+        properties = as_object(event.get("properties"))
+        if event_type == "page":
+            properties = _with_page_fallbacks(properties, event)
+        flatten_into(params, "ce_", properties)
+        if event_type != "track":
+            referer = _referer_of(event_type, event)
+            if referer is not None:
+                params["referer"] = referer
     request = WoopraRequest(prepared.message_id, endpoint, params, event=event)
     if request.url_length_bound() > MAX_URL_BYTES:
         url_bytes = request.url_length()
@@ -223,9 +232,7 @@ def _add_visitor_params(
 ) -> None:
     """Custom `cv_` traits, then the named parameters, which replace them (SPEC §5)."""
     event = prepared.event
-    traits = as_object(event.get("traits"))
-    context = as_object(event.get("context"))
-    context_traits = as_object(context.get("traits"))
+    traits, context, context_traits = traits_and_context(event)
     if context_traits:
         flatten_into(params, "cv_", context_traits, skip=_TRAITS_NOT_COPIED)
     if traits:
@@ -242,18 +249,21 @@ def _add_visitor_params(
     if ip is not None:
         params["ip"] = ip
         params["cv_ip"] = ip
-    name = first_non_empty(traits.get("name"), context_traits.get("name"))
-    if name is not None:
-        params["cv_name"] = name
-    company = first_non_empty(
-        _company_name(traits.get("company")), _company_name(context_traits.get("company"))
-    )
-    if company is not None:
-        params["cv_company"] = company
+    if traits or context_traits:
+        name = first_non_empty(traits.get("name"), context_traits.get("name"))
+        if name is not None:
+            params["cv_name"] = name
+        company = first_non_empty(
+            _company_name(traits.get("company")), _company_name(context_traits.get("company"))
+        )
+        if company is not None:
+            params["cv_company"] = company
     for param, key, field_name in _CONTEXT_PARAMS:
-        value = non_empty(as_object(context.get(key)).get(field_name))
-        if value is not None:
-            params[param] = value
+        holder = context.get(key)
+        if type(holder) is dict:
+            value = non_empty(holder.get(field_name))
+            if value is not None:
+                params[param] = value
     user_agent = context.get("userAgent")
     if type(user_agent) is str:
         browser = browser_of(user_agent)
@@ -268,11 +278,8 @@ def _company_name(company: Any) -> Any:
     return company.get("name") if isinstance(company, dict) else company
 
 
-def _event_properties(event_type: str, event: dict[str, Any]) -> dict[str, Any]:
-    """`properties`, with a page's missing url, title, referrer, search, path from context.page."""
-    properties = as_object(event.get("properties"))
-    if event_type != "page":
-        return properties
+def _with_page_fallbacks(properties: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    """A page's properties, with missing url, title, referrer, search, path from context.page."""
     page = as_object(path(event, "context", "page"))
     fallback = {
         key: page[key]
@@ -284,8 +291,6 @@ def _event_properties(event_type: str, event: dict[str, Any]) -> dict[str, Any]:
 
 def _referer_of(event_type: str, event: dict[str, Any]) -> str | None:
     """A page's referrer (with the context.page fallback); a screen's from properties only."""
-    if event_type == "track":
-        return None
     referrer = path(event, "properties", "referrer")
     if referrer is None and event_type == "page":
         referrer = path(event, "context", "page", "referrer")

@@ -7,6 +7,8 @@ from typing import Any
 
 from transforms.records import compact_json
 
+_SCALAR_TYPES = frozenset({str, int, float, bool})
+
 
 def flatten_into(
     params: dict[str, Any], prefix: str, source: dict[str, Any], skip: Collection[str] = ()
@@ -17,15 +19,14 @@ def flatten_into(
     compact JSON text, nulls and a top-level key that is the empty string are left out.
     """
     for key, value in source.items():
-        if value is None or not key or key in skip:
-            continue
-        value_type = type(value)
-        if value_type is dict:
-            _flatten_object(params, prefix + key, value)
-        elif value_type is list:
-            params[prefix + key] = compact_json(value)
-        else:
-            params[prefix + key] = value
+        if type(value) in _SCALAR_TYPES:  # the common case first
+            if key and key not in skip:
+                params[prefix + key] = value
+        elif value is not None and key and key not in skip:
+            if type(value) is dict:
+                _flatten_object(params, prefix + key, value)
+            else:
+                params[prefix + key] = compact_json(value)
 
 
 def _flatten_object(params: dict[str, Any], name: str, value: dict[str, Any]) -> None:
@@ -36,10 +37,12 @@ def _flatten_object(params: dict[str, Any], name: str, value: dict[str, Any]) ->
         name, items = stack[-1]
         for key, inner in items:
             inner_type = type(inner)
-            if inner_type is dict:
+            if inner_type in _SCALAR_TYPES:
+                params[f"{name}_{key}"] = inner
+            elif inner_type is dict:
                 stack.append((f"{name}_{key}", iter(inner.items())))
                 break
-            if inner is not None:
-                params[f"{name}_{key}"] = compact_json(inner) if inner_type is list else inner
+            elif inner is not None:
+                params[f"{name}_{key}"] = compact_json(inner)
         else:
             stack.pop()
