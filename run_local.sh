@@ -5,22 +5,42 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
-STAMP="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+STAMP="$VENV/.installed-$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
 
 setup_venv() {
   if [ ! -f "$STAMP" ]; then
     echo "setting up $VENV (first run only) ..."
     python3 -m venv "$VENV"
-    local log="$VENV/install.log"
-    if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
-      "$VENV/bin/python" -m pip install -e ".[dev]"; } >"$log" 2>&1; then
-      tail -40 "$log"
-      echo "installing into $VENV failed (full log: $log)"
-      exit 1
-    fi
+    quietly "$VENV/bin/python" -m pip install --upgrade pip
+    quietly "$VENV/bin/python" -m pip install -e ".[dev]"
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
+  elif compiled_modules_are_stale; then
+    echo "installing the mapping modules again (a transforms/ module changed) ..."
+    quietly "$VENV/bin/python" -m pip install --no-deps -e .
   fi
+  if [ -n "${WOOPRA_BEAM_PURE_PYTHON:-}" ]; then
+    rm -f transforms/*.so ./*__mypyc.*.so
+  fi
+}
+
+# Runs a command, showing its output only when it fails.
+quietly() {
+  local log="$VENV/install.log"
+  if ! "$@" >"$log" 2>&1; then
+    tail -40 "$log"
+    echo "installing into $VENV failed (full log: $log)"
+    exit 1
+  fi
+}
+
+# setup.py compiles the mapping modules in place, and Python loads those over the sources:
+# stale when a source is newer (tests/conftest.py stops on the same condition).
+compiled_modules_are_stale() {
+  [ -z "${WOOPRA_BEAM_PURE_PYTHON:-}" ] || return 1
+  local compiled
+  compiled=$(find transforms -maxdepth 1 -name 'mapping.*.so' | head -1)
+  [ -z "$compiled" ] || [ -n "$(find setup.py transforms -name '*.py' -newer "$compiled" | head -1)" ]
 }
 
 run_tests() {

@@ -4,6 +4,9 @@ The events are bench/events.py's (the same `--events` and `--seed` as bench_pipe
 the same events), generated in memory. Everything runs in this one process, in one thread,
 without Beam: it measures our per-event code, not the engine.
 
+The mapping modules run as installed: compiled by mypyc (setup.py), or pure Python when
+installed with WOOPRA_BEAM_PURE_PYTHON=1; the header says which.
+
 Timed, each over all the events, with `time.perf_counter`, after one warm-up pass (which
 also fills the user-agent cache, as a long-running worker would have it), best of
 `--rounds` (default 3):
@@ -39,6 +42,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from transforms import mapping as mapping_module
 from transforms.mapping import MappingSettings, build_request, map_event, prepare_event
 from transforms.parse import parse_record
 from transforms.records import DeadLetter, WoopraRequest
@@ -175,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         f" -> {len(events):,} events -> {len(valid):,} prepared -> {len(requests):,} requests;"
         f" set up in {setup_seconds:.1f} s"
     )
-    print(f"  Python {platform.python_version()}, best of {args.rounds} after a warm-up pass")
+    build = "compiled by mypyc" if mapping_module.__file__.endswith(".so") else "pure Python"
+    print(
+        f"  Python {platform.python_version()}, mapping modules {build},"
+        f" best of {args.rounds} after a warm-up pass"
+    )
     print()
     print(
         f"  {'':<26}{'items':>9}{'best':>11}{'cpu':>11}{'rate':>14}{'per item':>12}"

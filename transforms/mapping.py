@@ -7,8 +7,7 @@ belongs to; `build_request` turns a prepared (and possibly stitched) event into 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import Any
 
 from transforms.fields import (
@@ -46,21 +45,23 @@ _PAGE_FALLBACK_KEYS = ("url", "title", "referrer", "search", "path")
 _CONTEXT_PARAMS = (("device", "device", "type"), ("app", "app", "name"), ("os", "os", "name"))
 
 
-@dataclass(frozen=True)
+@dataclass
 class MappingSettings:
-    """What the user configured that changes the requests."""
+    """What the user configured that changes the requests.
+
+    Not frozen: a frozen class compiled by mypyc cannot be unpickled on a worker.
+    """
 
     project_name: str | None = None
     base_url: str = DEFAULT_BASE_URL
     idle_timeout_ms: int | None = None
+    track_endpoint: str = field(init=False, repr=False, compare=False)
+    identify_endpoint: str = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def track_endpoint(self) -> str:
-        return self.base_url.rstrip("/") + "/track/ce"
-
-    @cached_property
-    def identify_endpoint(self) -> str:
-        return self.base_url.rstrip("/") + "/track/identify"
+    def __post_init__(self) -> None:
+        base = self.base_url.rstrip("/")
+        self.track_endpoint = base + "/track/ce"
+        self.identify_endpoint = base + "/track/identify"
 
 
 @dataclass(slots=True)

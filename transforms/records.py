@@ -144,9 +144,12 @@ class WoopraRequest:
         return compact_json(self.to_dict())
 
 
-@dataclass(frozen=True)
+@dataclass
 class DeadLetter:
-    """An input event that could not be delivered, and why (SPEC §9)."""
+    """An input event that could not be delivered, and why (SPEC §9).
+
+    Not frozen: a frozen class compiled by mypyc cannot be unpickled on a worker.
+    """
 
     message_id: str | None
     stage: str
