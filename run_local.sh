@@ -35,12 +35,17 @@ quietly() {
 }
 
 # setup.py compiles the mapping modules in place, and Python loads those over the sources:
-# stale when a source is newer (tests/conftest.py stops on the same condition).
+# stale when one of them, or setup.py, is newer (tests/conftest.py stops when a module is).
 compiled_modules_are_stale() {
   [ -z "${WOOPRA_BEAM_PURE_PYTHON:-}" ] || return 1
   local compiled
-  compiled=$(find transforms -maxdepth 1 -name 'mapping.*.so' | head -1)
-  [ -z "$compiled" ] || [ -n "$(find setup.py transforms -name '*.py' -newer "$compiled" | head -1)" ]
+  for compiled in transforms/*.so; do
+    [ -e "$compiled" ] || return 0 # none compiled yet
+    if [ "${compiled%%.*}.py" -nt "$compiled" ] || [ setup.py -nt "$compiled" ]; then
+      return 0
+    fi
+  done
+  return 1
 }
 
 run_tests() {
