@@ -44,16 +44,10 @@ def as_object(value: Any) -> dict[str, Any]:
 
 
 def traits_and_context(event: dict[str, Any]) -> tuple[dict, dict, dict]:
-    """`traits`, `context` and `context.traits`, each read as `as_object` would: one call
-    where three are needed on every event."""
-    traits = event.get("traits")
-    if type(traits) is not dict:
-        traits = _NO_OBJECT
-    context = event.get("context")
-    if type(context) is not dict:
-        return traits, _NO_OBJECT, _NO_OBJECT
-    context_traits = context.get("traits")
-    return traits, context, context_traits if type(context_traits) is dict else _NO_OBJECT
+    """`traits`, `context` and `context.traits`, each an object (empty when absent): the
+    three objects the identity and the visitor parameters are read from."""
+    context = as_object(event.get("context"))
+    return as_object(event.get("traits")), context, as_object(context.get("traits"))
 
 
 def path(event: dict[str, Any], *keys: str) -> Any:

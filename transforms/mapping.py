@@ -135,7 +135,7 @@ def prepare_event(event: dict[str, Any], settings: MappingSettings) -> PreparedE
         timestamp_ms = event_timestamp_ms(event)
     except InvalidTimestampError as err:
         return _dead(event, INVALID_TIMESTAMP, str(err))
-    message_id = non_empty(event.get("messageId"))
+    message_id = message_id_of(event)
     return PreparedEvent(
         event, event_type, project, message_id, timestamp_ms, cv_id, cv_email, cookie
     )
