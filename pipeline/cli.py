@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.builder import build_pipeline
-from pipeline.local_runner import local_streaming_fixes
+from pipeline.local_runner import LocalStreamingRun, local_streaming_fixes
 from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
 from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
 
@@ -38,14 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
-    with local_streaming_fixes() if local_streaming else contextlib.nullcontext():
+    cancelled = False
+    fixes = (
+        local_streaming_fixes(woopra.local_pull_max_messages)
+        if local_streaming
+        else contextlib.nullcontext()
+    )
+    with fixes as local_run:
         started = time.monotonic()
         result = pipeline.run()
         if is_streaming(options) and not local_streaming:
             _LOGGER.info("streaming job submitted to %s; it runs until stopped there", runner)
             return 0
         if local_streaming:
-            follow_streaming(result, woopra.report_interval_seconds, started)
+            cancelled = follow_streaming(result, woopra.report_interval_seconds, started, local_run)
         else:
             result.wait_until_finish()
         report = build_report(counters_of(result.metrics()), time.monotonic() - started)
@@ -54,28 +60,42 @@ def main(argv: list[str] | None = None) -> int:
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    return 0 if report["balanced"] or local_streaming else 1
+    return 0 if report["balanced"] or cancelled else 1
 
 
-def follow_streaming(result: PipelineResult, interval_seconds: float, started: float) -> None:
-    """Log the counts every interval until the pipeline ends or is stopped, then cancel it.
+def follow_streaming(
+    result: PipelineResult, interval_seconds: float, started: float, run: LocalStreamingRun
+) -> bool:
+    """Log the counts every interval until the pipeline ends; Ctrl-C or SIGTERM drains it.
 
+    A drain stops pulling and lets everything already pulled be delivered or dead-lettered
+    (the local runner acknowledges messages as it pulls them, so a cancel would lose them);
+    a second Ctrl-C or SIGTERM cancels at once. Returns whether the run was cancelled.
     Waiting happens on a helper thread because not every runner's wait_until_finish takes
-    a duration; SIGTERM is treated like Ctrl-C.
+    a duration.
     """
     waiter = threading.Thread(target=_wait_quietly, args=(result,), daemon=True)
     waiter.start()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while waiter.is_alive():
-            waiter.join(interval_seconds)
-            counters = counters_of(result.metrics())
-            _LOGGER.info(format_progress(build_report(counters, time.monotonic() - started)))
-    except KeyboardInterrupt:
-        _LOGGER.info("stopping: cancelling the streaming pipeline")
-        result.cancel()
+            try:
+                waiter.join(interval_seconds)
+                counters = counters_of(result.metrics())
+                _LOGGER.info(format_progress(build_report(counters, time.monotonic() - started)))
+            except KeyboardInterrupt:
+                if run.draining:
+                    _LOGGER.info("stopping now: cancelling the streaming pipeline")
+                    result.cancel()
+                    return True
+                _LOGGER.info(
+                    "draining: no more pulls; what was pulled is delivered or dead-lettered "
+                    "(Ctrl-C again to cancel)"
+                )
+                run.drain()
     finally:
         signal.signal(signal.SIGTERM, previous)
+    return False
 
 
 def _wait_quietly(result: PipelineResult) -> None:

@@ -1,12 +1,21 @@
 """Fixes for Beam 2.77's local streaming runner (BundleBasedDirectRunner), used only there.
 
-Two faults of that runner make a local streaming run wrong or sluggish, and neither has a
-public switch, so both are patched for the duration of a run:
+Three faults of that runner make a local streaming run wrong or sluggish, and none has a
+public switch, so they are patched for the duration of a run:
 
 * it reads Pub/Sub with a 30 s long poll on its only thread, so while a subscription is
   idle nothing else runs (timers, the watermark, cancel) for up to 30 s at a time;
+* it pulls at most 10 messages per bundle, and every bundle pays the whole per-bundle cost
+  of every stage (the runner pickles, sets up and tears down each DoFn per bundle), which
+  capped a run below 100 events/s;
+* it inspects every DoFn's method signatures again for each bundle (to find state and timer
+  specs), which took about a third of a local run's time;
 * it keeps the metrics container of each step's first bundle, so counters stop growing
   after the first bundle and the run report undercounts.
+
+It also has no drain, only cancel, which drops whatever was pulled (the runner acknowledges
+messages as it pulls them): `LocalStreamingRun.drain()` stops pulling and lets the run
+finish as Dataflow's drain does.
 
 Dataflow and other runners never touch this code. Beam is pinned below 2.78 for it.
 """
@@ -14,17 +23,46 @@ Dataflow and other runners never touch this code. Beam is pinned below 2.78 for 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.direct.util import TransformResult
 from apache_beam.runners.worker import statesampler
+from apache_beam.transforms import core, userstate
 from google.api_core import exceptions as google_exceptions
 from google.pubsub_v1.types import PullResponse
 
+# Messages per local Pub/Sub pull, i.e. per bundle: about a second of a busy stream, large
+# enough that the per-bundle cost of the stages is small beside the per-event cost.
+DEFAULT_PULL_MAX_MESSAGES = 1000
+
+
+class LocalStreamingRun:
+    """A handle on the patched runner: ask it to drain."""
+
+    def __init__(self) -> None:
+        self._draining = threading.Event()
+
+    def drain(self) -> None:
+        """Stop pulling; the run then ends once everything pulled has gone through.
+
+        The read reports its input complete (its watermark jumps to the end of time), so as
+        on Dataflow buffered events are flushed by their end-of-input timers, windows close,
+        the sink sends or dead-letters what it holds, and `wait_until_finish()` returns.
+        """
+        self._draining.set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
 
 @contextlib.contextmanager
-def _short_pubsub_pulls(pull_timeout: float = 1.5) -> Iterator[None]:
-    """Shorten the DirectRunner's Pub/Sub pull deadline while the block is active.
+def _short_pubsub_pulls(
+    pull_timeout: float = 1.5, max_messages: int = DEFAULT_PULL_MAX_MESSAGES
+) -> Iterator[None]:
+    """Shorten the DirectRunner's Pub/Sub pull deadline and enlarge its batch while active.
 
     The runner reads Pub/Sub with ``pull(max_messages=10, timeout=30)`` on its single
     worker thread, and the emulator holds an idle pull until ~1 s before the
@@ -32,6 +70,10 @@ def _short_pubsub_pulls(pull_timeout: float = 1.5) -> Iterator[None]:
     processing-time timers, the watermark (event-time timers), GroupIntoBatches
     flushes and ``cancel()`` all wait for the pull. With ``pull_timeout=1.5`` an idle
     pull returns after ~0.5 s. Messages still arrive immediately (long poll).
+
+    A pull returns at most 100 messages from the emulator (up to 1,000 from Pub/Sub), so
+    once the first pull brought some, more pulls that do not wait (``return_immediately``)
+    fill the batch up to ``max_messages`` while messages are there.
     """
     evaluator = transform_evaluator._PubSubReadEvaluator
     original = evaluator.__dict__["_get_subscriber_client"]
@@ -40,12 +82,31 @@ def _short_pubsub_pulls(pull_timeout: float = 1.5) -> Iterator[None]:
         def __init__(self, client) -> None:
             self._client = client
 
-        def pull(self, *args, **kwargs):
+        def pull(self, subscription: str, **kwargs) -> PullResponse:
             kwargs["timeout"] = min(kwargs.get("timeout") or pull_timeout, pull_timeout)
+            kwargs["max_messages"] = max_messages
+            received = list(self._pull({"subscription": subscription, **kwargs}))
+            while received and len(received) < max_messages:
+                more = self._pull(
+                    {
+                        "subscription": subscription,
+                        "timeout": pull_timeout,
+                        "max_messages": max_messages - len(received),
+                        "return_immediately": True,
+                    }
+                )
+                if not more:
+                    break
+                received += more
+            return PullResponse(received_messages=received)
+
+        def _pull(self, arguments: dict) -> list:
+            timeout = arguments.pop("timeout")
             try:
-                return self._client.pull(*args, **kwargs)
+                response = self._client.pull(request=arguments, timeout=timeout)
             except google_exceptions.DeadlineExceeded:
-                return PullResponse()
+                return []
+            return list(response.received_messages)
 
         def __getattr__(self, name: str):
             return getattr(self._client, name)
@@ -58,6 +119,47 @@ def _short_pubsub_pulls(pull_timeout: float = 1.5) -> Iterator[None]:
         yield
     finally:
         evaluator._get_subscriber_client = original
+
+
+def _specs_cache_key(dofn) -> object | None:
+    """What a DoFn's state and timer specs depend on: its class, or a wrapped function's code.
+
+    None when that is not enough to tell (a wrapped callable with default arguments).
+    """
+    if not isinstance(dofn, core.CallableWrapperDoFn):
+        return type(dofn)
+    code = getattr(dofn._fn, "__code__", None)
+    if code is None or dofn._fn.__defaults__ or dofn._fn.__kwdefaults__:
+        return None
+    return type(dofn), code
+
+
+@contextlib.contextmanager
+def _cached_dofn_specs() -> Iterator[None]:
+    """Inspect each DoFn class once for its state and timer specs, not once per bundle.
+
+    The specs are declared on the class (parameter defaults of its methods), so every copy
+    of a DoFn has the same; the runner copies each DoFn per bundle and asks again each time.
+    """
+    original = userstate.get_dofn_specs
+    cache: dict[object, tuple] = {}
+
+    def get_dofn_specs(dofn):
+        key = _specs_cache_key(dofn)
+        if key is None:
+            return original(dofn)
+        specs = cache.get(key)
+        if specs is None:
+            specs = cache[key] = original(dofn)
+        return specs
+
+    userstate.get_dofn_specs = get_dofn_specs
+    transform_evaluator.get_dofn_specs = get_dofn_specs
+    try:
+        yield
+    finally:
+        userstate.get_dofn_specs = original
+        transform_evaluator.get_dofn_specs = original
 
 
 @contextlib.contextmanager
@@ -91,7 +193,38 @@ def _per_bundle_metrics() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def local_streaming_fixes() -> Iterator[None]:
-    """Both fixes, for as long as the block runs."""
-    with _short_pubsub_pulls(), _per_bundle_metrics():
+def _drainable_pubsub_reads(run: LocalStreamingRun) -> Iterator[None]:
+    """Once `run.drain()` is called, the Pub/Sub read pulls no more and reports itself done.
+
+    The read normally reschedules itself with a watermark hold at the current time; a read
+    that returns no unprocessed work and no hold lets its watermark reach the end of time,
+    which is how the runner finishes a bounded source.
+    """
+    evaluator = transform_evaluator._PubSubReadEvaluator
+    original = evaluator.__dict__["finish_bundle"]
+
+    def finish_bundle(self) -> TransformResult:
+        if run.draining:
+            return TransformResult(self, [], [], None, {None: None})
+        return original(self)
+
+    evaluator.finish_bundle = finish_bundle
+    try:
         yield
+    finally:
+        evaluator.finish_bundle = original
+
+
+@contextlib.contextmanager
+def local_streaming_fixes(
+    pull_max_messages: int = DEFAULT_PULL_MAX_MESSAGES,
+) -> Iterator[LocalStreamingRun]:
+    """All fixes, for as long as the block runs; yields the handle that drains the run."""
+    run = LocalStreamingRun()
+    with (
+        _short_pubsub_pulls(max_messages=pull_max_messages),
+        _drainable_pubsub_reads(run),
+        _cached_dofn_specs(),
+        _per_bundle_metrics(),
+    ):
+        yield run

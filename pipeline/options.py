@@ -7,6 +7,7 @@ import math
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
+from pipeline.local_runner import DEFAULT_PULL_MAX_MESSAGES
 from transforms.mapping import DEFAULT_BASE_URL
 
 # Beam's DirectRunner first tries the Prism runner, which downloads a binary: these local
@@ -121,6 +122,12 @@ class WoopraOptions(PipelineOptions):
             default=30.0,
             help="How often a streaming run logs its counts.",
         )
+        streaming.add_argument(
+            "--local_pull_max_messages",
+            type=int,
+            default=DEFAULT_PULL_MAX_MESSAGES,
+            help="Local streaming runner only: Pub/Sub messages per pull, i.e. per bundle.",
+        )
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -154,6 +161,8 @@ def validate(options: PipelineOptions) -> None:
         raise ValueError("--rate_limit must be 0 (no cap) or positive")
     if not 0 < woopra.max_buffering_seconds < math.inf:
         raise ValueError("--max_buffering_seconds must be a positive number")
+    if woopra.local_pull_max_messages < 1:
+        raise ValueError("--local_pull_max_messages must be at least 1")
     if woopra.dead_letter_topic and not is_streaming(options):
         raise ValueError("--dead_letter_topic is for streaming; batch runs write files")
     if woopra.input and woopra.input.lower().endswith(".avro.gz"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -270,20 +271,62 @@ def test_process_blocks_while_too_many_device_lists_wait():
     assert len(early) + len(rest) == 12
 
 
-def test_worker_shares_one_throttle_across_dofn_instances():
+def test_worker_shares_one_sender_across_dofn_instances():
     fn = _SendFn(DeliverySettings(rate_limit=10))
     copies = [pickle.loads(pickle.dumps(fn)) for _ in range(2)]
     for copy in copies:
         copy.setup()
     try:
-        assert copies[0]._throttle is copies[1]._throttle
+        assert copies[0]._sender is copies[1]._sender
+        assert copies[0]._sender.throttle is copies[1]._sender.throttle
         other = _SendFn(DeliverySettings(rate_limit=10))
         other.setup()
-        assert other._throttle is not copies[0]._throttle
+        assert other._sender is not copies[0]._sender
         other.teardown()
     finally:
         for copy in copies:
             copy.teardown()
+
+
+def test_spec_10_bundles_running_at_once_share_the_lanes_and_keep_a_device_in_order():
+    """Two DoFn copies (two runner threads) send the same device: one lane, in queue order;
+    each bundle emits and waits for its own lists only."""
+    fn = _SendFn(DeliverySettings(max_in_flight=4))
+    first, second = (pickle.loads(pickle.dumps(fn)) for _ in range(2))
+    with WoopraStub(latency_ms=30) as stub:
+        early = [request(stub.url, "dev0", i) for i in range(5)]
+        late = [request(stub.url, "dev0", i) for i in range(5, 10)]
+        other = [request(stub.url, "dev1", 0)]
+        outputs: dict[str, list[Any]] = {"first": [], "second": []}
+        for copy in (first, second):
+            copy.setup()
+            copy.start_bundle()
+        try:
+            for name, copy, elements in (
+                ("first", first, [("dev0", early)]),
+                ("second", second, [("dev0", late), ("dev1", other)]),
+            ):
+                for element in elements:
+                    window = WindowedValue(element, 0, [GlobalWindow()])
+                    outputs[name].extend(copy.process(element, window))
+            finishing = [
+                threading.Thread(target=lambda n=n, c=c: outputs[n].extend(c.finish_bundle()))
+                for n, c in (("first", first), ("second", second))
+            ]
+            for thread in finishing:
+                thread.start()
+            for thread in finishing:
+                thread.join(30)
+        finally:
+            first.teardown()
+            second.teardown()
+        records = stub.records
+    assert seqs_by_cookie(records, 200)["dev0"] == list(range(10))
+    sent = {name: sorted(o.value.message_id for o in out) for name, out in outputs.items()}
+    assert sent == {
+        "first": sorted(r.message_id for r in early),
+        "second": sorted(r.message_id for r in late + other),
+    }
 
 
 def _dead_summary(letter: DeadLetter) -> tuple[str | None, str, int | None, int]:

@@ -7,7 +7,7 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.http_client import Outcome, WoopraClient, dead_letter
-from transforms.rate_limit import WorkerThrottle, build_throttle
+from transforms.rate_limit import build_throttle
 from transforms.records import (
     DEAD_LETTER_TAG,
     METRICS_NAMESPACE,
@@ -84,12 +84,13 @@ class WriteToWoopra(beam.PTransform):
 
 
 class _DeviceLanes:
-    """One bundle's sending work: a lane per device, run on a thread pool, results collected.
+    """The lanes of one worker process: a lane per device, run on a thread pool.
 
     A lane sends its device's lists one after the other, so one device never has two requests
-    in flight, and a device seen again in the bundle joins the end of its running lane.
-    Results are handed back to the bundle thread, which alone may emit outputs and update
-    metrics (Beam's metrics container is thread-local).
+    in flight, and a device seen again, in the same bundle or in another one running at the
+    same time, joins the end of its running lane. All bundles of the sink share the lanes and
+    the pool, so the `max_in_flight` threads serve whatever any bundle has queued instead of
+    each small bundle waiting on its own few devices.
     """
 
     def __init__(
@@ -97,55 +98,39 @@ class _DeviceLanes:
     ) -> None:
         self._pool = pool
         self._deliver = deliver
-        self._cond = threading.Condition()
-        self._lanes: dict[Any, deque[tuple[list[WoopraRequest], WindowedValue]]] = {}
-        self._done: list[tuple[WindowedValue, Outcome]] = []
-        self._pending = 0
-        self._failure: BaseException | None = None
+        self._lock = threading.Lock()
+        self._lanes: dict[Any, deque[tuple[list[WoopraRequest], WindowedValue, _BundleSends]]]
+        self._lanes = {}
 
-    def submit(self, key: Any, requests: list[WoopraRequest], source: WindowedValue) -> None:
-        """Queues a device's list behind the device's earlier ones."""
-        with self._cond:
-            self._pending += 1
+    def submit(
+        self, key: Any, requests: list[WoopraRequest], source: WindowedValue, bundle: _BundleSends
+    ) -> None:
+        """Queues a device's list behind the device's earlier ones; `bundle` gets the results."""
+        bundle.queued()
+        with self._lock:
             lane = self._lanes.get(key)
             if lane is not None:
-                lane.append((requests, source))
+                lane.append((requests, source, bundle))
                 return
-            self._lanes[key] = deque([(requests, source)])
-        self._pool.submit(self._run, key).add_done_callback(self._check)
-
-    def wait(self, max_pending: int, timeout: float) -> bool:
-        """Waits up to `timeout` for at most `max_pending` lists to be unfinished; True if so."""
-        with self._cond:
-            self._cond.wait_for(
-                lambda: self._pending <= max_pending or self._failure is not None, timeout
-            )
-            if self._failure is not None:
-                raise RuntimeError("a Woopra sending thread failed") from self._failure
-            return self._pending <= max_pending
-
-    def take(self) -> list[tuple[WindowedValue, Outcome]]:
-        """The results finished since the last call, with the input element they came from."""
-        with self._cond:
-            done, self._done = self._done, []
-        return done
+            self._lanes[key] = deque([(requests, source, bundle)])
+        self._pool.submit(self._run, key)
 
     def _run(self, key: Any) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 lane = self._lanes[key]
                 if not lane:
                     del self._lanes[key]
                     return
-                requests, source = lane[0]
-            for request in requests:
-                outcome = self._deliver_safely(request)
-                with self._cond:
-                    self._done.append((source, outcome))
-            with self._cond:
+                requests, source, bundle = lane[0]
+            try:
+                for request in requests:
+                    bundle.finished(source, self._deliver_safely(request))
+            except BaseException as error:  # a bug here: the bundle fails and is retried
+                bundle.fail(error)
+            with self._lock:
                 lane.popleft()
-                self._pending -= 1
-                self._cond.notify_all()
+            bundle.list_done()
 
     def _deliver_safely(self, request: WoopraRequest) -> Outcome:
         """Dead-letters a request whose sending raised, so the device and the bundle go on.
@@ -164,27 +149,94 @@ class _DeviceLanes:
             letter = dead_letter(request, RETRIES_EXHAUSTED, detail, None, 0)
             return Outcome(request, letter, attempts=0, status=None)
 
-    def _check(self, future: Future) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            with self._cond:
-                self._failure = error
-                self._cond.notify_all()
+
+class _BundleSends:
+    """One bundle's share of the lanes: how many of its lists are unfinished, and its results.
+
+    Results are handed back to the bundle thread, which alone may emit outputs and update
+    metrics (Beam's metrics container is thread-local).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._done: list[tuple[WindowedValue, Outcome]] = []
+        self._pending = 0
+        self._failure: BaseException | None = None
+
+    def queued(self) -> None:
+        with self._cond:
+            self._pending += 1
+
+    def finished(self, source: WindowedValue, outcome: Outcome) -> None:
+        with self._cond:
+            self._done.append((source, outcome))
+
+    def list_done(self) -> None:
+        with self._cond:
+            self._pending -= 1
+            self._cond.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self._cond:
+            self._failure = error
+            self._cond.notify_all()
+
+    def wait(self, max_pending: int, timeout: float) -> bool:
+        """Waits up to `timeout` for at most `max_pending` lists to be unfinished; True if so."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._pending <= max_pending or self._failure is not None, timeout
+            )
+            if self._failure is not None:
+                raise RuntimeError("a Woopra sending thread failed") from self._failure
+            return self._pending <= max_pending
+
+    def take(self) -> list[tuple[WindowedValue, Outcome]]:
+        """The results finished since the last call, with the input element they came from."""
+        with self._cond:
+            done, self._done = self._done, []
+        return done
+
+
+class _Sender:
+    """What the sink's DoFn instances in one process share: throttle, client, pool and lanes."""
+
+    def __init__(self, settings: DeliverySettings) -> None:
+        self.throttle = build_throttle(
+            rate_limit=settings.rate_limit,
+            num_workers=settings.num_workers,
+            max_in_flight=settings.max_in_flight,
+            rate_limit_service=settings.rate_limit_service,
+        )
+        self.client = WoopraClient(
+            self.throttle,
+            max_attempts=settings.max_attempts,
+            max_retry_seconds=settings.max_retry_seconds,
+            timeout_seconds=settings.timeout_seconds,
+            backoff_base_seconds=settings.backoff_base_seconds,
+            backoff_cap_seconds=settings.backoff_cap_seconds,
+        )
+        self.pool = ThreadPoolExecutor(
+            max_workers=settings.max_in_flight, thread_name_prefix="woopra-send"
+        )
+        self.lanes = _DeviceLanes(self.pool, self.client.send)
 
 
 class _SendFn(beam.DoFn):
     """Sends each device's requests on a pool of `max_in_flight` threads and emits the results.
 
     process() returns as soon as the list is queued (blocking only while more than
-    4 x max_in_flight lists wait), emitting results that have finished meanwhile;
-    finish_bundle() waits for the rest, so a bundle commits only after all its requests ended.
+    4 x max_in_flight lists of the bundle wait), emitting results that have finished
+    meanwhile; finish_bundle() waits for the rest, so a bundle commits only after all its
+    requests ended: a runner may take a committed bundle as done for good (acknowledge its
+    input, never retry it), so nothing may still be on its way then. The pool and the
+    per-device lanes belong to the process (`_Sender`, through `Shared`), not to a bundle:
+    bundles that run at the same time share the threads and keep one device in order.
     """
 
     def __init__(self, settings: DeliverySettings) -> None:
         self._settings = settings
-        self._shared_throttle = shared.Shared()
+        self._shared_sender = shared.Shared()
         self._sent = Metrics.counter(METRICS_NAMESPACE, "sent")
         self._send_failures = Metrics.counter(METRICS_NAMESPACE, "send_failures")
         self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
@@ -193,32 +245,12 @@ class _SendFn(beam.DoFn):
         self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
 
     def setup(self) -> None:
-        settings = self._settings
-        self._throttle = self._shared_throttle.acquire(self._make_throttle)
-        self._client = WoopraClient(
-            self._throttle,
-            max_attempts=settings.max_attempts,
-            max_retry_seconds=settings.max_retry_seconds,
-            timeout_seconds=settings.timeout_seconds,
-            backoff_base_seconds=settings.backoff_base_seconds,
-            backoff_cap_seconds=settings.backoff_cap_seconds,
-        )
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.max_in_flight, thread_name_prefix="woopra-send"
-        )
-        self._max_pending = _PENDING_PER_THREAD * settings.max_in_flight
-
-    def _make_throttle(self) -> WorkerThrottle:
-        settings = self._settings
-        return build_throttle(
-            rate_limit=settings.rate_limit,
-            num_workers=settings.num_workers,
-            max_in_flight=settings.max_in_flight,
-            rate_limit_service=settings.rate_limit_service,
-        )
+        # Shared: the local streaming runner sets a copy of the DoFn up for every bundle.
+        self._sender = self._shared_sender.acquire(lambda: _Sender(self._settings))
+        self._max_pending = _PENDING_PER_THREAD * self._settings.max_in_flight
 
     def start_bundle(self) -> None:
-        self._lanes = _DeviceLanes(self._pool, self._client.send)
+        self._bundle = _BundleSends()
 
     def process(
         self,
@@ -227,25 +259,21 @@ class _SendFn(beam.DoFn):
     ) -> Iterator[Any]:
         key, requests = element
         # A copy of the windowing only: the runner owns the element it passed in.
-        self._lanes.submit(key, list(requests), source.with_value(None))
+        self._sender.lanes.submit(key, list(requests), source.with_value(None), self._bundle)
         # Beam multiplies the windows of a WindowedValue emitted while processing an element
         # in several windows, so then results wait for a later element or finish_bundle().
         emit = len(source.windows) == 1
         while True:
-            below_bound = self._lanes.wait(self._max_pending, _WAIT_SLICE_SECONDS)
+            below_bound = self._bundle.wait(self._max_pending, _WAIT_SLICE_SECONDS)
             if emit:
-                yield from self._emit(self._lanes.take())
+                yield from self._emit(self._bundle.take())
             if below_bound:
                 return
 
     def finish_bundle(self) -> Iterator[Any]:
-        while not self._lanes.wait(0, _WAIT_SLICE_SECONDS):
-            yield from self._emit(self._lanes.take())
-        yield from self._emit(self._lanes.take())
-
-    def teardown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._client.close()
+        while not self._bundle.wait(0, _WAIT_SLICE_SECONDS):
+            yield from self._emit(self._bundle.take())
+        yield from self._emit(self._bundle.take())
 
     def _emit(self, results: list[tuple[WindowedValue, Outcome]]) -> Iterator[Any]:
         """Outputs and counts finished results, in the window and timestamp of their input."""

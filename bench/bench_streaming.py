@@ -1,0 +1,433 @@
+"""Streaming benchmark: the local streaming runner from the Pub/Sub emulator to woopra-stub.
+
+Starts the Pub/Sub emulator (tests/pubsub_emulator.py's launcher) and `woopra-stub --record FILE`
+as children, runs `woopra-pipeline --input_subscription ... --rate_limit 0` as a third child,
+publishes generated `track` events and reads the stub's record as it grows. Every event carries
+its sequence number (`properties.seq`, sent as `ce_seq`); its latency is the stub's arrival time
+(`ts`) less the time just before the publish call that carried it. Events are one per device
+and second apart in `originalTimestamp`, so per-device order is checkable from `timestamp`.
+
+1. Steady: `--steady-rate` events/s (500) for `--steady-seconds` (60) over `--steady-devices`
+   (500), published every 0.1 s. Printed: events delivered per second over the phase (events /
+   (last arrival - first publish)), whether it kept up (everything delivered within
+   `--max_buffering_seconds` + 2 s of the phase's end) and latency p50/p90/p99/max; goal p99 <=
+   `--max_buffering_seconds` + 2 s.
+2. Burst: `--burst-events` (10,000) over `--burst-devices` (1,000), published at once. Printed:
+   events/s from the first publish to the last arrival (goal >= 1,000), the same over the
+   sending window only, and latency percentiles.
+   After both: per-device order, repeats, and the run report after SIGTERM (a drain).
+3. Hot device (skipped with `--skip-cost`): a fresh pipeline against a stub without latency
+   (`--latency-ms 0`, so that one device's strictly sequential requests do not set the pace).
+   It first fills the dedup window: `--hot-window` (5,000) events of one device and 5 events
+   each of `--quiet-devices` (1,000). Then it times `--cost-events` (1,000) more events of the
+   hot device, then as many spread over the quiet devices (one each), as the CPU time of the
+   pipeline process per delivered event (utime + stime, so that other work on the machine
+   counts less than in wall time). Goal: hot <= 2 x quiet.
+
+The load average (`/proc/loadavg`) is printed beside every figure: the machine is shared and
+the figures move with it. PASS/MISS lines are information only; the script exits 0 unless a
+child could not be started. Run from the repository root:
+
+    .venv/bin/python bench/bench_streaming.py [--steady-seconds N] [--burst-events N]
+        [--skip-steady] [--skip-burst] [--skip-cost] [--max-buffering-seconds S] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench.bench_sink import (  # noqa: E402
+    BIN_DIR,
+    Stub,
+    _cpu_ticks,
+    order_violations,
+    start_stub,
+    stop_stub,
+    verdict,
+)
+from tests.pubsub_emulator import EMULATOR_HOST_ENV, PubSubEmulator  # noqa: E402
+
+PROJECT = "bench-project"
+PUBLISH_BATCH = 1000  # Pub/Sub's most messages per publish request
+BURST_RATE_GOAL = 1000.0
+COST_RATIO_GOAL = 2.0
+STEADY_TICK_SECONDS = 0.1
+PIPELINE_STOP_SECONDS = 120
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    """The 1-minute load average, for beside every figure."""
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
+
+
+class StubRecord:
+    """The stub's record file, read as it grows: arrival time per `ce_seq`."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._partial = ""
+        self.arrivals: dict[int, float] = {}
+        self.records: list[dict[str, Any]] = []
+
+    def poll(self) -> None:
+        if not self._path.exists():
+            return
+        with open(self._path, encoding="utf-8") as handle:
+            handle.seek(self._offset)
+            text = handle.read()
+            self._offset = handle.tell()
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            self.records.append(record)
+            seq = record["params"].get("ce_seq")
+            if record["status"] == 200 and seq is not None:
+                self.arrivals.setdefault(int(seq), record["ts"])
+
+    def wait_for(self, seqs: Iterable[int], timeout: float) -> bool:
+        """Waits until every sequence number arrived; False on timeout."""
+        wanted = set(seqs)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if wanted <= self.arrivals.keys():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
+
+@dataclass
+class Publisher:
+    """Publishes numbered track events; remembers when each was handed to Pub/Sub."""
+
+    emulator: PubSubEmulator
+    topic: str
+    published_at: dict[int, float] = field(default_factory=dict)
+    _next_seq: int = 0
+    _per_device: dict[str, int] = field(default_factory=dict)
+
+    def publish(self, devices: list[str]) -> list[int]:
+        """One event per entry of `devices` (a device may repeat), in publish calls of 1,000."""
+        seqs = []
+        for start in range(0, len(devices), PUBLISH_BATCH):
+            batch, payloads = devices[start : start + PUBLISH_BATCH], []
+            for device in batch:
+                seq, self._next_seq = self._next_seq, self._next_seq + 1
+                count = self._per_device.get(device, 0)
+                self._per_device[device] = count + 1
+                payloads.append(_event(device, seq, count))
+                seqs.append(seq)
+            now = time.time()
+            self.emulator.publish(PROJECT, self.topic, payloads)
+            self.published_at.update((seq, now) for seq in seqs[-len(batch) :])
+        return seqs
+
+
+def _event(device: str, seq: int, count: int) -> bytes:
+    return json.dumps(
+        {
+            "type": "track",
+            "event": "bench",
+            "anonymousId": device,
+            "messageId": f"m-{seq}",
+            "timestamp": 1_717_200_000_000 + count * 1000,
+            "properties": {"seq": seq},
+        }
+    ).encode()
+
+
+@dataclass
+class Pipeline:
+    process: subprocess.Popen[str]
+    output: Path
+    log: Path
+
+
+def start_pipeline(
+    work: Path, name: str, subscription: str, stub: Stub, emulator: PubSubEmulator, extra: list
+) -> Pipeline:
+    output = work / f"{name}-out"
+    log = work / f"{name}-pipeline.log"
+    command = [
+        str(BIN_DIR / "woopra-pipeline"),
+        "--input_subscription", subscription,
+        "--project_name", "bench.example.com",
+        "--woopra_base_url", stub.url,
+        "--rate_limit", "0",
+        "--output", str(output),
+        "--report_interval_seconds", "10",
+        *extra,
+    ]  # fmt: skip
+    env = {**os.environ, EMULATOR_HOST_ENV: emulator.host_port}
+    with open(log, "w", encoding="utf-8") as handle:
+        process = subprocess.Popen(
+            command, stdout=handle, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO_ROOT
+        )
+    return Pipeline(process, output, log)
+
+
+def stop_pipeline(pipeline: Pipeline) -> dict[str, Any] | None:
+    """SIGTERM (a drain), wait, and return its report.json (None when it did not write one)."""
+    started = time.monotonic()
+    if pipeline.process.poll() is None:
+        pipeline.process.send_signal(signal.SIGTERM)
+        try:
+            pipeline.process.wait(timeout=PIPELINE_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            print(f"  the pipeline did not stop within {PIPELINE_STOP_SECONDS} s; killing it")
+            pipeline.process.kill()
+            pipeline.process.wait()
+    print(
+        f"  stopped with SIGTERM: exit {pipeline.process.returncode} "
+        f"after {time.monotonic() - started:.1f} s"
+    )
+    report = pipeline.output / "report.json"
+    return json.loads(report.read_text()) if report.exists() else None
+
+
+def warm_up(publisher: Publisher, record: StubRecord, devices: int = 50) -> bool:
+    """A first small batch end to end: the runner, the connections and the JIT-less paths."""
+    seqs = publisher.publish([f"warm-{n}" for n in range(devices)])
+    return record.wait_for(seqs, timeout=120)
+
+
+def print_latencies(name: str, seqs: list[int], publisher: Publisher, record: StubRecord) -> None:
+    latencies = [
+        record.arrivals[seq] - publisher.published_at[seq] for seq in seqs if seq in record.arrivals
+    ]
+    if not latencies:
+        print(f"  {name}: nothing delivered")
+        return
+    print(
+        f"  {name} latency (publish -> stub): p50 {percentile(latencies, 0.5):.2f} s, "
+        f"p90 {percentile(latencies, 0.9):.2f} s, p99 {percentile(latencies, 0.99):.2f} s, "
+        f"max {max(latencies):.2f} s  ({load()})"
+    )
+
+
+def steady_phase(
+    publisher: Publisher, record: StubRecord, rate: int, seconds: int, devices: int, budget: float
+) -> list[int]:
+    names = [f"steady-{n}" for n in range(devices)]
+    per_tick = max(1, round(rate * STEADY_TICK_SECONDS))
+    seqs: list[int] = []
+    started = time.monotonic()
+    tick = 0
+    while tick * STEADY_TICK_SECONDS < seconds:
+        wake = started + tick * STEADY_TICK_SECONDS
+        time.sleep(max(0.0, wake - time.monotonic()))
+        batch = [names[(len(seqs) + n) % devices] for n in range(per_tick)]
+        seqs += publisher.publish(batch)
+        tick += 1
+    published = time.monotonic() - started
+    print(f"  published {len(seqs)} events in {published:.1f} s ({len(seqs) / published:.0f}/s)")
+    kept_up = record.wait_for(seqs, timeout=budget)
+    if not record.wait_for(seqs, timeout=120):
+        print(f"  only {sum(s in record.arrivals for s in seqs)} of {len(seqs)} arrived")
+    last_publish = max(publisher.published_at[s] for s in seqs)
+    arrived = [record.arrivals[s] for s in seqs if s in record.arrivals]
+    if arrived:
+        span = max(arrived) - min(publisher.published_at[s] for s in seqs)
+        print(
+            f"  steady: {len(arrived)} delivered at {len(arrived) / span:.0f} events/s "
+            f"(first publish -> last arrival); last arrival {max(arrived) - last_publish:.2f} s "
+            f"after the last publish  ({load()})"
+        )
+    print(f"  {verdict(kept_up)} kept up: all delivered within {budget:.0f} s of the last publish")
+    print_latencies("steady", seqs, publisher, record)
+    latencies = [
+        record.arrivals[s] - publisher.published_at[s] for s in seqs if s in record.arrivals
+    ]
+    p99 = percentile(latencies, 0.99)
+    print(f"  {verdict(p99 <= budget)} p99 {p99:.2f} s <= {budget:.0f} s")
+    return seqs
+
+
+def burst_phase(
+    publisher: Publisher, record: StubRecord, events: int, devices: int, seed: int = 3
+) -> list[int]:
+    names = [f"burst-{n % devices}" for n in range(events)]
+    random.Random(seed).shuffle(names)
+    seqs = publisher.publish(names)
+    first_publish = min(publisher.published_at[s] for s in seqs)
+    print(f"  published {len(seqs)} events in {time.time() - first_publish:.1f} s")
+    if not record.wait_for(seqs, timeout=600):
+        print(f"  only {sum(s in record.arrivals for s in seqs)} of {len(seqs)} arrived")
+    arrived = sorted(record.arrivals[s] for s in seqs if s in record.arrivals)
+    if len(arrived) < 2:
+        return seqs
+    rate = len(arrived) / (arrived[-1] - first_publish)
+    window = (len(arrived) - 1) / (arrived[-1] - arrived[0])
+    print(
+        f"  burst: {len(arrived)} delivered at {rate:.0f} events/s (first publish -> last "
+        f"arrival, {arrived[-1] - first_publish:.1f} s), {window:.0f}/s over the sending window "
+        f"({load()})"
+    )
+    print(f"  {verdict(rate >= BURST_RATE_GOAL)} >= {BURST_RATE_GOAL:.0f} events/s")
+    print_latencies("burst", seqs, publisher, record)
+    return seqs
+
+
+def print_report_check(report: dict[str, Any] | None, published: int) -> None:
+    if report is None:
+        print("  MISS no report.json written")
+        return
+    counts = {k: report[k] for k in ("input", "sent", "filtered", "dead_lettered")}
+    print(f"  report: {counts} balanced={report['balanced']}")
+    print(f"  {verdict(report['input'] == published and report['balanced'])} input = published")
+
+
+def throughput_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespace) -> None:
+    print(f"\n== steady and burst: stub latency 20 ms, --rate_limit 0  ({load()})")
+    topic = "steady-burst"
+    emulator.create_topic(PROJECT, topic)
+    subscription = emulator.create_subscription(PROJECT, topic, f"{topic}-sub", 60)
+    stub = start_stub(work, topic, ["--latency-ms", "20"])
+    buffering = ["--max_buffering_seconds", str(args.max_buffering_seconds)]
+    pipeline = start_pipeline(work, topic, subscription, stub, emulator, buffering + args.extra)
+    record = StubRecord(stub.record)
+    publisher = Publisher(emulator, topic)
+    try:
+        if not warm_up(publisher, record):
+            print(f"  the pipeline delivered nothing; see {pipeline.log}")
+            return
+        budget = args.max_buffering_seconds + 2
+        if not args.skip_steady:
+            print(f"-- steady: {args.steady_rate} events/s for {args.steady_seconds} s")
+            steady_phase(
+                publisher,
+                record,
+                args.steady_rate,
+                args.steady_seconds,
+                args.steady_devices,
+                budget,
+            )
+        if not args.skip_burst:
+            print(f"-- burst: {args.burst_events} events over {args.burst_devices} devices")
+            burst_phase(publisher, record, args.burst_events, args.burst_devices)
+    finally:
+        report = stop_pipeline(pipeline)
+        stop_stub(stub.process)
+    record.poll()
+    devices, broken = order_violations(sorted(record.records, key=lambda r: r["ts"]))
+    print(f"  {verdict(broken == 0)} per-device order kept ({broken} of {devices} out of order)")
+    repeats = len(record.records) - len({r["params"]["ce_seq"] for r in record.records})
+    print(f"  {verdict(repeats == 0)} no event delivered twice ({repeats} repeats)")
+    print_report_check(report, len(publisher.published_at))
+
+
+def _cpu_per_event(
+    pipeline: Pipeline, record: StubRecord, send: Callable[[], list[int]]
+) -> float | None:
+    """Pipeline CPU seconds per event for what `send` publishes, once all of it arrived."""
+    before = _cpu_ticks(pipeline.process.pid)
+    seqs = send()
+    if not record.wait_for(seqs, timeout=300):
+        print("  not everything arrived")
+        return None
+    return (_cpu_ticks(pipeline.process.pid) - before) / CLOCK_TICKS / len(seqs)
+
+
+def cost_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespace) -> None:
+    print(f"\n== hot device vs quiet devices: stub latency 0  ({load()})")
+    topic = "cost"
+    emulator.create_topic(PROJECT, topic)
+    subscription = emulator.create_subscription(PROJECT, topic, f"{topic}-sub", 60)
+    stub = start_stub(work, topic, ["--latency-ms", "0"])
+    pipeline = start_pipeline(work, topic, subscription, stub, emulator, args.extra)
+    record = StubRecord(stub.record)
+    publisher = Publisher(emulator, topic)
+    quiet = [f"quiet-{n}" for n in range(args.quiet_devices)]
+    try:
+        if not warm_up(publisher, record):
+            print(f"  the pipeline delivered nothing; see {pipeline.log}")
+            return
+        fill = publisher.publish(["hot"] * args.hot_window + quiet * 5)
+        if not record.wait_for(fill, timeout=600):
+            print("  the window did not fill")
+            return
+        print(
+            f"  window filled: {args.hot_window} events of the hot device, 5 each of "
+            f"{len(quiet)} quiet devices"
+        )
+        hot_events = ["hot"] * args.cost_events
+        hot = _cpu_per_event(pipeline, record, lambda: publisher.publish(hot_events))
+        spread = quiet[: args.cost_events]
+        calm = _cpu_per_event(pipeline, record, lambda: publisher.publish(spread))
+    finally:
+        stop_pipeline(pipeline)
+        stop_stub(stub.process)
+    if hot is None or calm is None:
+        return
+    print(
+        f"  per-event CPU: hot device {hot * 1e3:.2f} ms, quiet devices {calm * 1e3:.2f} ms, "
+        f"ratio {hot / calm:.2f}  ({load()})"
+    )
+    print(f"  {verdict(hot <= COST_RATIO_GOAL * calm)} hot <= {COST_RATIO_GOAL:.0f} x quiet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steady-rate", type=int, default=500)
+    parser.add_argument("--steady-seconds", type=int, default=60)
+    parser.add_argument("--steady-devices", type=int, default=500)
+    parser.add_argument("--burst-events", type=int, default=10_000)
+    parser.add_argument("--burst-devices", type=int, default=1_000)
+    parser.add_argument("--hot-window", type=int, default=5_000)
+    parser.add_argument("--quiet-devices", type=int, default=1_000)
+    parser.add_argument("--cost-events", type=int, default=1_000)
+    parser.add_argument("--max-buffering-seconds", type=float, default=2.0)
+    parser.add_argument("--skip-steady", action="store_true")
+    parser.add_argument("--skip-burst", action="store_true")
+    parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "extra", nargs="*", help="more woopra-pipeline flags (after --), e.g. --max_in_flight 64"
+    )
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
+    print(f"work directory {work}  ({load()}, {os.cpu_count()} cores)")
+    try:
+        with PubSubEmulator() as emulator:
+            print(f"Pub/Sub emulator on {emulator.host_port}")
+            if not (args.skip_steady and args.skip_burst):
+                throughput_run(work, emulator, args)
+            if not args.skip_cost:
+                cost_run(work, emulator, args)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
