@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -20,6 +21,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms.dedup import SEEN_LOG, SEEN_VERSION, seen_message_ids
 from transforms.mapping import PreparedEvent
 from transforms.records import METRICS_NAMESPACE
 
@@ -127,14 +129,16 @@ class _StreamingResolveFn(beam.DoFn):
     controls them and a backlog flushes at once. The buffering flush is a processing-time
     timer; the TTL of the device's identity and seen messageIds is an event-time timer,
     which, unlike a processing-time one, holds no watermark back for as long as it waits.
-    The dedup window prunes old messageIds. Every flush clears the pending flush timers, so
-    a quiet device keeps only its TTL timer.
+    The dedup window prunes old messageIds, which are kept so that a device costs per event
+    what any other does however many it sent (transforms/dedup.py). Every flush clears the
+    pending flush timers, so a quiet device keeps only its TTL timer.
     """
 
     BUFFER = BagStateSpec("buffer", PreparedEventCoder())
     BUFFERED = ReadModifyWriteStateSpec("buffered", VarIntCoder())
     IDENTITY = ReadModifyWriteStateSpec("identity", PickleCoder())
-    SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
+    SEEN_LOG = SEEN_LOG
+    SEEN_VERSION = SEEN_VERSION
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
     EXPIRE = TimerSpec("expire", TimeDomain.WATERMARK)
     # Fires when the input ends (drain, a bounded test stream) so no buffered event is lost.
@@ -146,6 +150,8 @@ class _StreamingResolveFn(beam.DoFn):
         self.duplicates = Metrics.counter(METRICS_NAMESPACE, "filtered_duplicate")
         self.filtered = Metrics.counter(METRICS_NAMESPACE, "filtered")
         self.expired = Metrics.counter(METRICS_NAMESPACE, "device_state_expired")
+        # Names this stage's memory of seen messageIds in each worker process.
+        self.stage_id = uuid.uuid4().hex
 
     def process(
         self,
@@ -154,13 +160,14 @@ class _StreamingResolveFn(beam.DoFn):
         buffer=beam.DoFn.StateParam(BUFFER),
         buffered=beam.DoFn.StateParam(BUFFERED),
         identity=beam.DoFn.StateParam(IDENTITY),
-        seen=beam.DoFn.StateParam(SEEN),
+        seen_log=beam.DoFn.StateParam(SEEN_LOG),
+        seen_version=beam.DoFn.StateParam(SEEN_VERSION),
         flush=beam.DoFn.TimerParam(FLUSH),
         expire=beam.DoFn.TimerParam(EXPIRE),
         drain=beam.DoFn.TimerParam(DRAIN),
     ):
         device, event = element
-        if self._is_duplicate(event.message_id, now, seen):
+        if self._is_duplicate(device, event.message_id, now, seen_log, seen_version):
             self.duplicates.inc()
             self.filtered.inc()
             return
@@ -194,29 +201,26 @@ class _StreamingResolveFn(beam.DoFn):
         buffer=beam.DoFn.StateParam(BUFFER),
         buffered=beam.DoFn.StateParam(BUFFERED),
         identity=beam.DoFn.StateParam(IDENTITY),
-        seen=beam.DoFn.StateParam(SEEN),
+        seen_log=beam.DoFn.StateParam(SEEN_LOG),
+        seen_version=beam.DoFn.StateParam(SEEN_VERSION),
         flush=beam.DoFn.TimerParam(FLUSH),
         drain=beam.DoFn.TimerParam(DRAIN),
     ):
         yield from self._flush(key, buffer, buffered, identity, (flush, drain))
         identity.clear()
-        seen.clear()
+        seen_log.clear()
+        seen_version.clear()
+        seen_message_ids(self.stage_id, self.settings.dedup_window_seconds).forget(key)
         self.expired.inc()
 
-    def _is_duplicate(self, message_id: str | None, now: Timestamp, seen) -> bool:
+    def _is_duplicate(
+        self, device: str, message_id: str | None, now: Timestamp, seen_log, seen_version
+    ) -> bool:
         """Whether the messageId came before within the dedup window; remembers it if not."""
         if message_id is None:
             return False
-        now_micros = now.micros
-        window_micros = int(self.settings.dedup_window_seconds * 1_000_000)
-        first_seen = seen.read() or {}
-        seen_at = first_seen.get(message_id)
-        if seen_at is not None and now_micros - seen_at < window_micros:
-            return True
-        first_seen = {m: t for m, t in first_seen.items() if now_micros - t < window_micros}
-        first_seen[message_id] = now_micros
-        seen.write(first_seen)
-        return False
+        seen = seen_message_ids(self.stage_id, self.settings.dedup_window_seconds)
+        return seen.seen_before(device, message_id, now.micros, seen_log, seen_version)
 
     def _flush(self, device: str, buffer, buffered, identity, timers):
         events = list(buffer.read())
