@@ -18,6 +18,8 @@ from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
 from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
 
 _LOGGER = logging.getLogger("woopra")
+# How soon a streaming run notices Ctrl-C or SIGTERM.
+_SIGNAL_CHECK_SECONDS = 0.2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,38 +74,44 @@ def follow_streaming(
     (the local runner acknowledges messages as it pulls them, so a cancel would lose them);
     a second Ctrl-C or SIGTERM cancels at once. Returns whether the run was cancelled.
     Waiting happens on a helper thread because not every runner's wait_until_finish takes
-    a duration.
+    a duration, and signals only count requests: an exception raised inside a thread join
+    can leave the thread looking finished.
     """
-    waiter = threading.Thread(target=_wait_quietly, args=(result,), daemon=True)
+    finished = threading.Event()
+    waiter = threading.Thread(target=_wait_quietly, args=(result, finished), daemon=True)
     waiter.start()
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    stops: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: stops.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    next_progress = time.monotonic() + interval_seconds
     try:
-        while waiter.is_alive():
-            try:
-                waiter.join(interval_seconds)
-                counters = counters_of(result.metrics())
-                _LOGGER.info(format_progress(build_report(counters, time.monotonic() - started)))
-            except KeyboardInterrupt:
-                if run.draining:
-                    _LOGGER.info("stopping now: cancelling the streaming pipeline")
-                    result.cancel()
-                    return True
+        while not finished.wait(_SIGNAL_CHECK_SECONDS):
+            if len(stops) == 1 and not run.draining:
                 _LOGGER.info(
                     "draining: no more pulls; what was pulled is delivered or dead-lettered "
                     "(Ctrl-C again to cancel)"
                 )
                 run.drain()
+            elif len(stops) > 1:
+                _LOGGER.info("stopping now: cancelling the streaming pipeline")
+                result.cancel()
+                return True
+            if time.monotonic() >= next_progress:
+                next_progress += interval_seconds
+                counters = counters_of(result.metrics())
+                _LOGGER.info(format_progress(build_report(counters, time.monotonic() - started)))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return False
 
 
-def _wait_quietly(result: PipelineResult) -> None:
+def _wait_quietly(result: PipelineResult, finished: threading.Event) -> None:
     try:
         result.wait_until_finish()
     except Exception:  # the main thread reports; a cancelled run may end with an error
         _LOGGER.exception("the streaming pipeline ended with an error")
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    finally:
+        finished.set()

@@ -163,3 +163,56 @@ def test_streaming_cli_logs_counts_at_an_interval_and_stops_on_sigterm(
     report = json.loads((tmp_path / "report.json").read_text())
     assert (report["input"], report["sent"], report["dead_lettered"]) == (41, 40, 1)
     assert "counts add up" in output
+
+
+def test_spec_10_sigterm_mid_burst_drains_what_was_pulled_and_pulls_no_more(
+    pubsub_factory: PubSubFactory, tmp_path
+):
+    """The local runner acknowledges what it pulls, so a stop must deliver all of it:
+    published = sent + dead-lettered + still in the subscription."""
+    pair = pubsub_factory.pair("drain")
+    early = [
+        {"type": "track", "anonymousId": f"a{n % 200}", "messageId": f"m{n}", "timestamp": n}
+        for n in range(2000)
+    ]
+    late = [dict(event, messageId=f"late{n}") for n, event in enumerate(early[:500])]
+    with WoopraStub(latency_ms=20) as stub:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "pipeline",
+                "--input_subscription", pair.subscription_path,
+                "--project_name", "p",
+                "--woopra_base_url", stub.url,
+                "--rate_limit", "0",
+                "--max_in_flight", "4",
+                "--local_pull_max_messages", "300",
+                "--max_buffering_seconds", "0.5",
+                "--output", str(tmp_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        try:
+            for start in range(0, len(early), 1000):  # Pub/Sub takes 1,000 per request
+                chunk = early[start : start + 1000]
+                pubsub_factory.publish(pair.topic, [json.dumps(e).encode() for e in chunk])
+            assert _wait_for(lambda: len(stub.records) >= 100, timeout=90)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(2)  # a pull under way when the signal came has returned by now
+            pubsub_factory.publish(pair.topic, [json.dumps(e).encode() for e in late])
+            output, _ = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        records = stub.records
+    remaining = pubsub_factory.pull(pair.subscription, max_messages=3000, timeout=10)
+
+    assert process.returncode == 0, output
+    assert "draining" in output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["balanced"]
+    assert len(remaining) >= len(late)  # nothing was pulled after the stop
+    assert report["input"] + len(remaining) == len(early) + len(late)
+    assert report["sent"] + report["dead_lettered"] == report["input"]
+    assert report["sent"] == len(records) == len({r["params"]["timestamp"] for r in records})
