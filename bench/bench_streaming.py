@@ -304,16 +304,23 @@ def print_report_check(report: dict[str, Any] | None, published: int) -> None:
     print(f"  {verdict(report['input'] == published and report['balanced'])} input = published")
 
 
-def throughput_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespace) -> None:
-    print(f"\n== steady and burst: stub latency 20 ms, --rate_limit 0  ({load()})")
-    topic = "steady-burst"
+def start_run(
+    work: Path, emulator: PubSubEmulator, topic: str, latency_ms: int, flags: list[str]
+) -> tuple[Stub, Pipeline, StubRecord, Publisher]:
+    """A fresh topic and subscription, a stub with that latency, and the pipeline between."""
     emulator.create_topic(PROJECT, topic)
     subscription = emulator.create_subscription(PROJECT, topic, f"{topic}-sub", 60)
-    stub = start_stub(work, topic, ["--latency-ms", "20"])
+    stub = start_stub(work, topic, ["--latency-ms", str(latency_ms)])
+    pipeline = start_pipeline(work, topic, subscription, stub, emulator, flags)
+    return stub, pipeline, StubRecord(stub.record), Publisher(emulator, topic)
+
+
+def throughput_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespace) -> None:
+    print(f"\n== steady and burst: stub latency 20 ms, --rate_limit 0  ({load()})")
     buffering = ["--max_buffering_seconds", str(args.max_buffering_seconds)]
-    pipeline = start_pipeline(work, topic, subscription, stub, emulator, buffering + args.extra)
-    record = StubRecord(stub.record)
-    publisher = Publisher(emulator, topic)
+    stub, pipeline, record, publisher = start_run(
+        work, emulator, "steady-burst", 20, buffering + args.extra
+    )
     try:
         if not warm_up(publisher, record):
             print(f"  the pipeline delivered nothing; see {pipeline.log}")
@@ -357,13 +364,7 @@ def _cpu_per_event(
 
 def cost_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespace) -> None:
     print(f"\n== hot device vs quiet devices: stub latency 0  ({load()})")
-    topic = "cost"
-    emulator.create_topic(PROJECT, topic)
-    subscription = emulator.create_subscription(PROJECT, topic, f"{topic}-sub", 60)
-    stub = start_stub(work, topic, ["--latency-ms", "0"])
-    pipeline = start_pipeline(work, topic, subscription, stub, emulator, args.extra)
-    record = StubRecord(stub.record)
-    publisher = Publisher(emulator, topic)
+    stub, pipeline, record, publisher = start_run(work, emulator, "cost", 0, args.extra)
     quiet = [f"quiet-{n}" for n in range(args.quiet_devices)]
     try:
         if not warm_up(publisher, record):
