@@ -54,6 +54,7 @@ def delivery_settings(options: PipelineOptions) -> DeliverySettings:
 def streaming_settings(options: WoopraOptions) -> StreamingSettings:
     return StreamingSettings(
         max_buffering_seconds=options.max_buffering_seconds,
+        max_buffering_wait_seconds=options.max_buffering_wait_seconds,
         identity_ttl_seconds=options.identity_ttl,
         dedup_window_seconds=options.dedup_window,
     )

@@ -75,7 +75,9 @@ def read_avro_records(file_path: str) -> Iterator[dict[str, Any]]:
 
 def unreadable_file(file_path: str, error: BaseException, records_read: int) -> DeadLetter:
     """The dead letter of a file that could not be read to its end."""
-    cause = f"{type(error).__name__}: {error}".rstrip(": ")[:300]
+    kind = type(error)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    cause = f"{name}: {error}".rstrip(": ")[:300]
     detail = f"{file_path}: {cause}; {records_read} records read before the damage"
     return DeadLetter(None, STAGE_READ, UNREADABLE_FILE, detail, event=None)
 
