@@ -121,6 +121,24 @@ class StreamingSettings:
     dedup_window_seconds: float = 24 * 3600
 
 
+# An element that reaches the pipeline within this long of its timestamp is live: its device's
+# quiet time counts from when it arrived. Older ones are a backlog, timed by their timestamps.
+MAX_ARRIVAL_LAG_SECONDS = 60
+
+
+def arrival_time(timestamp: Timestamp) -> Timestamp:
+    """When a live element arrived (the clock now), else its own timestamp.
+
+    Pub/Sub hands a burst of messages over in portions, seconds apart: counted from the
+    publish time, a device's earlier events published a little late would arrive after its
+    buffer was already sent. A backlog, and TestStream's clock, keep element time.
+    """
+    now = Timestamp.now()
+    if Duration(0) <= now - timestamp < Duration(seconds=MAX_ARRIVAL_LAG_SECONDS):
+        return now
+    return timestamp
+
+
 class _StreamingResolveFn(beam.DoFn):
     """Per device: drop repeated messageIds, buffer briefly, then order and stitch.
 
@@ -174,7 +192,8 @@ class _StreamingResolveFn(beam.DoFn):
         count = (buffered.read() or 0) + 1
         buffered.write(count)
         expire.set(now + Duration(seconds=self.settings.identity_ttl_seconds))
-        quiet_until = (now + Duration(seconds=self.settings.max_buffering_seconds)).micros
+        quiet = Duration(seconds=self.settings.max_buffering_seconds)
+        quiet_until = (arrival_time(now) + quiet).micros
         if count == 1:
             wait = Duration(seconds=self.settings.max_buffering_wait_seconds)
             due, latest = quiet_until, (now + wait).micros
