@@ -36,11 +36,11 @@ class CircuitOpenError(Exception):
     """A call was refused because its service's circuit is open."""
 
     def __init__(self, service: str, open_after_seconds: float) -> None:
-        super().__init__(service)
         self.service = service
         self.detail = (
             f"circuit open: {service_name(service)} unreachable for {open_after_seconds:g} s"
         )
+        super().__init__(self.detail)
 
 
 class CircuitBreaker:
@@ -101,8 +101,9 @@ class CircuitBreaker:
     def _open(self, now: float) -> None:
         if self._opened_at is None:
             _LOGGER.error(
-                "%s unreachable for %g s: the circuit is open, requests not sent are dead-lettered",
-                service_name(self.service),
+                "%s has been unreachable for %g s: the circuit is open, requests not sent "
+                "are dead-lettered",
+                service_name(self.service).capitalize(),
                 self.open_after_seconds,
             )
         self._opened_at = now
