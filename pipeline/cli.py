@@ -16,7 +16,12 @@ from pipeline.builder import build_pipeline
 from pipeline.exit_codes import exit_code, failures
 from pipeline.graceful_stop import StopSignal, graceful_stop
 from pipeline.local_runner import local_streaming_fixes
-from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
+from pipeline.options import (
+    LOCAL_BATCH_RUNNER,
+    LOCAL_STREAMING_RUNNER,
+    WoopraOptions,
+    is_streaming,
+)
 from pipeline.report import (
     build_report,
     counters_of,
@@ -47,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
-    stopping = contextlib.nullcontext(StopSignal()) if is_streaming(options) else graceful_stop()
+    # A graceful stop needs the sink in this process: a local batch run sending to Woopra.
+    local_batch = runner in (LOCAL_BATCH_RUNNER, "DirectRunner") and not is_streaming(options)
+    graceful = local_batch and woopra.sink == "woopra"
+    stopping = graceful_stop() if graceful else contextlib.nullcontext(StopSignal())
     with local_streaming_fixes() if local_streaming else contextlib.nullcontext(), stopping as stop:
         started = time.monotonic()
         result = pipeline.run()
