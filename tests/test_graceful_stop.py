@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,16 +66,26 @@ def _events(tmp_path: Path, count: int) -> Path:
 
 
 def _run_and_stop(
-    tmp_path: Path, base_url: str, count: int, after_seconds: float, signum: int, *flags: str
+    tmp_path: Path,
+    base_url: str,
+    count: int,
+    after_seconds: float,
+    signum: int,
+    sending: Callable[[], bool],
+    *flags: str,
 ) -> tuple[subprocess.CompletedProcess, dict]:
+    """Runs the CLI and signals it `after_seconds` after its start, once it is sending."""
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "--input", str(_events(tmp_path, count)),
          "--project_name", "p", "--woopra_base_url", base_url,
          "--output", str(tmp_path / "out"), *flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    started = time.monotonic()
     try:
-        time.sleep(after_seconds)
+        while not sending() and time.monotonic() - started < 60:
+            time.sleep(0.1)
+        time.sleep(max(0.5, after_seconds - (time.monotonic() - started)))
         process.send_signal(signum)
         output, _ = process.communicate(timeout=60)
     finally:
@@ -108,8 +118,9 @@ def _check_every_event_accounted_for(tmp_path: Path, report: dict, count: int, s
 def test_spec_16_ctrl_c_stops_gracefully_with_exit_130(tmp_path):
     with WoopraStub() as stub:
         result, report = _run_and_stop(
-            tmp_path, stub.url, 600, 4, signal.SIGINT, "--rate_limit", "50"
-        )
+            tmp_path, stub.url, 600, 4, signal.SIGINT, lambda: bool(stub.records),
+            "--rate_limit", "50",
+        )  # fmt: skip
         records = stub.records
     assert result.returncode == 130, result.stdout
     assert "Traceback" not in result.stdout
@@ -130,7 +141,11 @@ def test_spec_16_sigterm_10_s_into_a_3000_event_run_against_the_recording_stub(t
     try:
         url = stub.stdout.readline().split()[-1]
         assert url.startswith("http://127.0.0.1:")
-        result, report = _run_and_stop(tmp_path, url, 3000, 10, signal.SIGTERM)
+
+        def sending() -> bool:
+            return record.exists() and record.stat().st_size > 0
+
+        result, report = _run_and_stop(tmp_path, url, 3000, 10, signal.SIGTERM, sending)
     finally:
         stub.send_signal(signal.SIGTERM)
         stub.communicate(timeout=30)
