@@ -105,6 +105,9 @@ def format_report(report: dict[str, Any]) -> str:
     if "sent_per_second" in report:
         lines.append(f"  achieved rate  {report['sent_per_second']:>10} requests/s")
     lines += [f"  damaged file   {path}" for path in report.get("damaged_files", [])]
+    lines += [f"  unreachable    {service}" for service in report.get("unreachable", [])]
+    if report.get("interrupted"):
+        lines.append(f"  interrupted by {report['interrupted']}")
     verdict = "counts add up" if report["balanced"] else "COUNTS DO NOT ADD UP"
     lines.append(f"  {verdict}: sent + filtered + dead-lettered = input")
     return "\n".join(lines)

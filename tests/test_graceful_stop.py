@@ -127,6 +127,7 @@ def test_spec_16_ctrl_c_stops_gracefully_with_exit_130(tmp_path):
     assert 0 < report["sent"] < 600
     assert report["dead_letter_reasons"] == {INTERRUPTED: 600 - report["sent"]}
     assert report["interrupted"] == "SIGINT"
+    assert "interrupted by SIGINT" in result.stdout
     _check_every_event_accounted_for(tmp_path, report, 600, records)
 
 
