@@ -7,7 +7,7 @@ of its keys in `traits`, then of the same keys in `context.traits`, then of its 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from transforms.fields import non_empty
 
@@ -21,7 +21,7 @@ _ZIP_KEYS = (
     "postalCode",
 )
 # (param, keys in order of precedence (a dotted key is nested), fallback key in `context.geo`).
-STANDARD_VISITOR_PROPERTIES: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
+STANDARD_VISITOR_PROPERTIES: Final[tuple[tuple[str, tuple[str, ...], str | None], ...]] = (
     ("cv_firstname", ("firstName", "firstname", "first_name"), None),
     ("cv_lastname", ("lastName", "lastname", "last_name"), None),
     ("cv_middlename", ("middleName", "middlename", "middle_name"), None),
@@ -35,8 +35,8 @@ STANDARD_VISITOR_PROPERTIES: tuple[tuple[str, tuple[str, ...], str | None], ...]
     ("cv_website", ("website",), None),
 )
 # `cv_website` falls back to `properties.website` instead, for every type (SPEC §5a, §6).
-WEBSITE_PARAM = "cv_website"
-WEBSITE_FALLBACK_KEY = "website"
+WEBSITE_PARAM: Final = "cv_website"
+WEBSITE_FALLBACK_KEY: Final = "website"
 
 
 def _ranks() -> tuple[dict[str, tuple[str, int]], dict[str, dict[str, tuple[str, int]]]]:
@@ -53,17 +53,16 @@ def _ranks() -> tuple[dict[str, tuple[str, int]], dict[str, dict[str, tuple[str,
     return top_level, nested
 
 
-_TOP_LEVEL_RANKS, _NESTED_RANKS = _ranks()
-# Ranks of `context.traits` come after every rank of `traits`.
-_CONTEXT_TRAITS_RANK = 1000
-_FALLBACK_RANK = 2 * _CONTEXT_TRAITS_RANK
-_GEO_FALLBACKS = tuple(
+# Final: compiled, these are read from C statics instead of the module's dictionary.
+_TOP_LEVEL_RANKS: Final = _ranks()[0]
+_NESTED_RANKS: Final = _ranks()[1]
+_GEO_FALLBACKS: Final = tuple(
     (param, geo_key) for param, _, geo_key in STANDARD_VISITOR_PROPERTIES if geo_key is not None
 )
 
 # Top-level trait keys that feed these (and `cv_email`, `cv_name`): never also sent as custom
 # `cv_<key>` parameters. `address` stays: it is flattened as well (`cv_address_street`).
-CONSUMED_TRAIT_KEYS = frozenset(_TOP_LEVEL_RANKS) | {"email", "name"}
+CONSUMED_TRAIT_KEYS: Final = frozenset(_TOP_LEVEL_RANKS) | {"email", "name"}
 
 
 def add_standard_visitor_params(
@@ -73,48 +72,55 @@ def add_standard_visitor_params(
     context_traits: dict[str, Any],
     properties: dict[str, Any],
 ) -> None:
-    """Add the SPEC §5a parameters found, as text, in the order of its table."""
-    found: dict[str, tuple[int, str]] = {}
-    if traits:
-        _collect(traits, 0, found)
-    if context_traits:
-        _collect(context_traits, _CONTEXT_TRAITS_RANK, found)
+    """Add the SPEC §5a parameters found, as text.
+
+    The sources are read from the weakest to the strongest, each non-empty value replacing
+    what a weaker source gave: the fallbacks, then `context.traits`, then `traits`. Neither
+    custom nor other named parameters can have these names: their keys are never copied, and
+    a flattened name has a second `_`."""
+    if properties:
+        website = non_empty(properties.get(WEBSITE_FALLBACK_KEY))
+        if website is not None:
+            params[WEBSITE_PARAM] = website
     geo = context.get("geo")
     if type(geo) is dict and geo:
         for param, key in _GEO_FALLBACKS:
-            if param not in found:
-                _offer(found, param, _FALLBACK_RANK, geo.get(key))
-    if WEBSITE_PARAM not in found and properties:
-        _offer(found, WEBSITE_PARAM, _FALLBACK_RANK, properties.get(WEBSITE_FALLBACK_KEY))
-    if found:
-        for param, _, _ in STANDARD_VISITOR_PROPERTIES:
-            hit = found.get(param)
-            if hit is not None:
-                params[param] = hit[1]
+            value = non_empty(geo.get(key))
+            if value is not None:
+                params[param] = value
+    if context_traits:
+        _add_from_traits(params, context_traits)
+    if traits:
+        _add_from_traits(params, traits)
 
 
-def _collect(source: dict[str, Any], base_rank: int, found: dict[str, tuple[int, str]]) -> None:
-    """The best-ranked non-empty value of each parameter in one traits object.
+def _add_from_traits(params: dict[str, Any], source: dict[str, Any]) -> None:
+    """Each parameter's best-ranked non-empty value in one traits object, over what is there.
 
-    One pass over the object's own keys, not one look-up per key of the table: traits are
-    few, the table's keys many."""
+    One pass over the object's own keys, not one look-up per key of the table: an event's
+    traits are few beside the table's keys (and, compiled, the pass is faster than a set
+    intersection). `ranks` holds what this object gave already."""
+    ranks: dict[str, int] = {}
     for key, value in source.items():
         ranked = _TOP_LEVEL_RANKS.get(key)
         if ranked is not None:
-            _offer(found, ranked[0], base_rank + ranked[1], value)
+            _offer(params, ranks, ranked[0], ranked[1], value)
         elif type(value) is dict:
             nested = _NESTED_RANKS.get(key)
             if nested is not None:
                 for child, inner in value.items():
                     ranked = nested.get(child)
                     if ranked is not None:
-                        _offer(found, ranked[0], base_rank + ranked[1], inner)
+                        _offer(params, ranks, ranked[0], ranked[1], inner)
 
 
-def _offer(found: dict[str, tuple[int, str]], param: str, rank: int, value: Any) -> None:
-    """Keep the value for the parameter when it is non-empty and outranks what was found."""
+def _offer(
+    params: dict[str, Any], ranks: dict[str, int], param: str, rank: int, value: Any
+) -> None:
+    """Set the parameter when the value is non-empty and outranks what this object gave."""
     text = non_empty(value)
     if text is not None:
-        current = found.get(param)
-        if current is None or rank < current[0]:
-            found[param] = (rank, text)
+        given = ranks.get(param)
+        if given is None or rank < given:
+            ranks[param] = rank
+            params[param] = text
