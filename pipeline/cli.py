@@ -13,9 +13,23 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.builder import build_pipeline
+from pipeline.exit_codes import exit_code, failures
+from pipeline.graceful_stop import StopSignal, graceful_stop
 from pipeline.local_runner import LocalStreamingRun, local_streaming_fixes
-from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
-from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
+from pipeline.options import (
+    LOCAL_BATCH_RUNNER,
+    LOCAL_STREAMING_RUNNER,
+    WoopraOptions,
+    is_streaming,
+)
+from pipeline.report import (
+    build_report,
+    counters_of,
+    format_progress,
+    format_report,
+    report_of,
+    write_report,
+)
 
 _LOGGER = logging.getLogger("woopra")
 # How soon a streaming run notices Ctrl-C or SIGTERM.
@@ -40,13 +54,17 @@ def main(argv: list[str] | None = None) -> int:
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
+    # A graceful stop needs the sink in this process: a local batch run sending to Woopra.
+    local_batch = runner in (LOCAL_BATCH_RUNNER, "DirectRunner") and not is_streaming(options)
+    graceful = local_batch and woopra.sink == "woopra"
+    stopping = graceful_stop() if graceful else contextlib.nullcontext(StopSignal())
     cancelled = False
     fixes = (
         local_streaming_fixes(woopra.local_pull_max_messages)
         if local_streaming
         else contextlib.nullcontext()
     )
-    with fixes as local_run:
+    with fixes as local_run, stopping as stop:
         started = time.monotonic()
         result = pipeline.run()
         if is_streaming(options) and not local_streaming:
@@ -56,13 +74,18 @@ def main(argv: list[str] | None = None) -> int:
             cancelled = follow_streaming(result, woopra.report_interval_seconds, started, local_run)
         else:
             result.wait_until_finish()
-        report = build_report(counters_of(result.metrics()), time.monotonic() - started)
+        report = report_of(result.metrics(), time.monotonic() - started)
+    report["interrupted"] = None if stop.number is None else signal.Signals(stop.number).name
     if report["input"] == 0 and not local_streaming:
         _LOGGER.warning("no events were read: does --input match any file?")
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    return 0 if report["balanced"] or cancelled else 1
+    if cancelled:  # stopped at once on purpose (a second Ctrl-C); the report says what was lost
+        return 0
+    for line in failures(report, woopra.circuit_open_seconds):
+        print(f"woopra-pipeline: {line}", file=sys.stderr)
+    return exit_code(report, stop.number)
 
 
 def follow_streaming(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 
 from apache_beam.runners.direct import transform_evaluator
@@ -60,20 +61,23 @@ class LocalStreamingRun:
 
 @contextlib.contextmanager
 def _short_pubsub_pulls(
-    pull_timeout: float = 1.5, max_messages: int = DEFAULT_PULL_MAX_MESSAGES
+    pull_timeout: float = 1.5,
+    max_messages: int = DEFAULT_PULL_MAX_MESSAGES,
+    idle_wait: float = 0.1,
 ) -> Iterator[None]:
-    """Shorten the DirectRunner's Pub/Sub pull deadline and enlarge its batch while active.
+    """Make the DirectRunner's Pub/Sub pulls short and wide while the block is active.
 
     The runner reads Pub/Sub with ``pull(max_messages=10, timeout=30)`` on its single
     worker thread, and the emulator holds an idle pull until ~1 s before the
     deadline. So while the subscription is idle nothing else runs for ~29 s:
     processing-time timers, the watermark (event-time timers), GroupIntoBatches
-    flushes and ``cancel()`` all wait for the pull. With ``pull_timeout=1.5`` an idle
-    pull returns after ~0.5 s. Messages still arrive immediately (long poll).
-
-    A pull returns at most 100 messages from the emulator (up to 1,000 from Pub/Sub), so
-    once the first pull brought some, more pulls that do not wait (``return_immediately``)
-    fill the batch up to ``max_messages`` while messages are there.
+    flushes and ``cancel()`` all wait for the pull. And ten messages a pull make a burst
+    trickle in over many seconds, a bundle each, so a device's events published together
+    reach its buffer (transforms/identity.py) after it was sent. Here a pull returns at
+    once, and an empty one waits ``idle_wait`` before the runner asks again;
+    ``pull_timeout`` bounds each call. One pull returns at most 100 messages from the
+    emulator (1,000 from Pub/Sub), so more pulls fill the bundle up to ``max_messages``
+    while messages are there.
     """
     evaluator = transform_evaluator._PubSubReadEvaluator
     original = evaluator.__dict__["_get_subscriber_client"]
@@ -83,27 +87,24 @@ def _short_pubsub_pulls(
             self._client = client
 
         def pull(self, subscription: str, **kwargs) -> PullResponse:
-            kwargs["timeout"] = min(kwargs.get("timeout") or pull_timeout, pull_timeout)
-            kwargs["max_messages"] = max_messages
-            received = list(self._pull({"subscription": subscription, **kwargs}))
-            while received and len(received) < max_messages:
-                more = self._pull(
-                    {
-                        "subscription": subscription,
-                        "timeout": pull_timeout,
-                        "max_messages": max_messages - len(received),
-                        "return_immediately": True,
-                    }
-                )
+            received: list = []
+            while len(received) < max_messages:
+                more = self._pull(subscription, max_messages - len(received))
                 if not more:
                     break
                 received += more
+            if not received:
+                time.sleep(idle_wait)
             return PullResponse(received_messages=received)
 
-        def _pull(self, arguments: dict) -> list:
-            timeout = arguments.pop("timeout")
+        def _pull(self, subscription: str, max_messages: int) -> list:
+            request = {
+                "subscription": subscription,
+                "max_messages": max_messages,
+                "return_immediately": True,
+            }
             try:
-                response = self._client.pull(request=arguments, timeout=timeout)
+                response = self._client.pull(request=request, timeout=pull_timeout)
             except google_exceptions.DeadlineExceeded:
                 return []
             return list(response.received_messages)
