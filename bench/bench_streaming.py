@@ -23,18 +23,26 @@ and second apart in `originalTimestamp`, so per-device order is checkable from `
    hot device, then as many spread over the quiet devices (one each), as the CPU time of the
    pipeline process per delivered event (utime + stime, so that other work on the machine
    counts less than in wall time). Goal: hot <= 2 x quiet.
+4. Device state alone (skipped with `--skip-state`; no emulator): ResolveIdentity's streaming
+   DoFn driven by hand on the local runner's own state classes (`DirectUserStateContext`),
+   one event per bundle, so each event pays its state's read and commit as in a steady
+   stream. The same fill, then the time per event of `--cost-events` more of the hot device
+   and of the quiet devices; the difference between them is what the state costs per event
+   of what a device sent. Goal: hot <= 2 x quiet.
 
 The load average (`/proc/loadavg`) is printed beside every figure: the machine is shared and
 the figures move with it. PASS/MISS lines are information only; the script exits 0 unless a
 child could not be started. Run from the repository root:
 
     .venv/bin/python bench/bench_streaming.py [--steady-seconds N] [--burst-events N]
-        [--skip-steady] [--skip-burst] [--skip-cost] [--max-buffering-seconds S] [--keep]
+        [--skip-steady] [--skip-burst] [--skip-cost] [--skip-state] [--max-buffering-seconds S]
+        [--keep] [-- more woopra-pipeline flags]
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
@@ -44,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +60,14 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.coders import StrUtf8Coder  # noqa: E402
+from apache_beam.runners.direct.direct_userstate import DirectUserStateContext  # noqa: E402
+from apache_beam.transforms.core import _StateDoFnParam, _TimerDoFnParam  # noqa: E402
+from apache_beam.transforms.trigger import InMemoryUnmergedState  # noqa: E402
+from apache_beam.transforms.window import GlobalWindow  # noqa: E402
+from apache_beam.utils.timestamp import Timestamp  # noqa: E402
 
 from bench.bench_sink import (  # noqa: E402
     BIN_DIR,
@@ -62,6 +79,8 @@ from bench.bench_sink import (  # noqa: E402
     verdict,
 )
 from tests.pubsub_emulator import EMULATOR_HOST_ENV, PubSubEmulator  # noqa: E402
+from transforms.identity import StreamingSettings, _StreamingResolveFn  # noqa: E402
+from transforms.mapping import PreparedEvent  # noqa: E402
 
 PROJECT = "bench-project"
 PUBLISH_BATCH = 1000  # Pub/Sub's most messages per publish request
@@ -70,6 +89,7 @@ COST_RATIO_GOAL = 2.0
 STEADY_TICK_SECONDS = 0.1
 PIPELINE_STOP_SECONDS = 120
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+GLOBAL = GlobalWindow()
 
 
 def load() -> str:
@@ -394,6 +414,69 @@ def cost_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespace) -> 
     print(f"  {verdict(hot <= COST_RATIO_GOAL * calm)} hot <= {COST_RATIO_GOAL:.0f} x quiet")
 
 
+def _drive_one(fn, context, device: str, event, now: Timestamp) -> None:
+    """One bundle of one event through the DoFn, with its state and timers from `context`."""
+    arguments = {}
+    for name, default in inspect.signature(fn.process).parameters.items():
+        if isinstance(default.default, _StateDoFnParam):
+            arguments[name] = context.get_state(default.default.state_spec, device, GLOBAL)
+        elif isinstance(default.default, _TimerDoFnParam):
+            timer_spec = default.default.timer_spec
+            arguments[name] = context.get_timer(timer_spec, device, GLOBAL, now, None)
+        elif default.default is beam.DoFn.TimestampParam:
+            arguments[name] = now
+    for _ in fn.process((device, event), **arguments):
+        pass
+    context.commit()
+    context.reset()
+
+
+class _Keyed:
+    """The runner's per-key state store, as its step context hands it out."""
+
+    def __init__(self) -> None:
+        self._states: dict[bytes, InMemoryUnmergedState] = defaultdict(InMemoryUnmergedState)
+
+    def get_keyed_state(self, key: bytes) -> InMemoryUnmergedState:
+        return self._states[key]
+
+
+def state_run(args: argparse.Namespace) -> None:
+    print(f"\n== device state alone, the local runner's state classes  ({load()})")
+    fn = _StreamingResolveFn(True, StreamingSettings())
+    context = DirectUserStateContext(_Keyed(), fn, StrUtf8Coder())
+    counts: dict[str, int] = {}
+    clock = [1_717_200_000_000_000]
+
+    def one(name: str) -> None:
+        count = counts.get(name, 0)
+        counts[name] = count + 1
+        clock[0] += 1000
+        event = PreparedEvent(
+            {}, "track", "p", f"{name}-{count}", count, None, None, name.removeprefix("cookie:")
+        )
+        _drive_one(fn, context, name, event, Timestamp(micros=clock[0]))
+
+    quiet = [f"cookie:quiet-{n}" for n in range(args.quiet_devices)]
+    for name in ["cookie:hot"] * args.hot_window + quiet * 5:
+        one(name)
+
+    def per_event(names: list[str]) -> float:
+        started = time.perf_counter()
+        for name in names:
+            one(name)
+        return (time.perf_counter() - started) / len(names)
+
+    hot = per_event(["cookie:hot"] * args.cost_events)
+    calm = per_event([quiet[n % len(quiet)] for n in range(args.cost_events)])
+    print(
+        f"  per event, one per bundle: hot device ({args.hot_window} in its window) "
+        f"{hot * 1e6:.0f} us, quiet devices (5 each) {calm * 1e6:.0f} us, ratio "
+        f"{hot / calm:.2f}  ({load()})"
+    )
+    print(f"  {verdict(hot <= COST_RATIO_GOAL * calm)} hot <= {COST_RATIO_GOAL:.0f} x quiet")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steady-rate", type=int, default=500)
@@ -408,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-steady", action="store_true")
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument("--skip-state", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
         "extra", nargs="*", help="more woopra-pipeline flags (after --), e.g. --max_in_flight 64"
@@ -422,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                 throughput_run(work, emulator, args)
             if not args.skip_cost:
                 cost_run(work, emulator, args)
+        if not args.skip_state:
+            state_run(args)
     finally:
         if args.keep:
             print(f"kept {work}")
