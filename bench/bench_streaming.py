@@ -8,10 +8,14 @@ its sequence number (`properties.seq`, sent as `ce_seq`); its latency is the stu
 and second apart in `originalTimestamp`, so per-device order is checkable from `timestamp`.
 
 1. Steady: `--steady-rate` events/s (500) for `--steady-seconds` (60) over `--steady-devices`
-   (500), published every 0.1 s. Printed: events delivered per second over the phase (events /
-   (last arrival - first publish)), whether it kept up (everything delivered within
-   `--max_buffering_seconds` + 2 s of the phase's end) and latency p50/p90/p99/max; goal p99 <=
-   `--max_buffering_seconds` + 2 s.
+   (2,500) in turn, published every 0.1 s: each device sends every 5 s, as in the issue's
+   first measurement (100/s over 500 devices). A device flushes once it has been quiet for
+   `--max_buffering_seconds`, at the latest `--max_buffering_wait_seconds` after its first
+   buffered event, so devices that send more often than the buffering time wait up to the
+   latter by design (e.g. `--steady-devices 500`). Printed: events delivered per second over
+   the phase (events / (last arrival - first publish)), whether it kept up (everything
+   delivered within `--max_buffering_seconds` + 2 s of the phase's end) and latency
+   p50/p90/p99/max; goal p99 <= `--max_buffering_seconds` + 2 s.
 2. Burst: `--burst-events` (10,000) over `--burst-devices` (1,000), published at once. Printed:
    events/s from the first publish to the last arrival (goal >= 1,000), the same over the
    sending window only, and latency percentiles.
@@ -481,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steady-rate", type=int, default=500)
     parser.add_argument("--steady-seconds", type=int, default=60)
-    parser.add_argument("--steady-devices", type=int, default=500)
+    parser.add_argument("--steady-devices", type=int, default=2_500)
     parser.add_argument("--burst-events", type=int, default=10_000)
     parser.add_argument("--burst-devices", type=int, default=1_000)
     parser.add_argument("--hot-window", type=int, default=5_000)
