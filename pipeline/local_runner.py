@@ -1,6 +1,6 @@
 """Fixes for Beam 2.77's local streaming runner (BundleBasedDirectRunner), used only there.
 
-Three faults of that runner make a local streaming run wrong or sluggish, and none has a
+Four faults of that runner make a local streaming run wrong or sluggish, and none has a
 public switch, so they are patched for the duration of a run:
 
 * it reads Pub/Sub with a 30 s long poll on its only thread, so while a subscription is
