@@ -56,7 +56,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,8 +67,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import apache_beam as beam  # noqa: E402
 from apache_beam.coders import StrUtf8Coder  # noqa: E402
 from apache_beam.runners.direct.direct_userstate import DirectUserStateContext  # noqa: E402
+from apache_beam.runners.direct.evaluation_context import DirectStepContext  # noqa: E402
 from apache_beam.transforms.core import _StateDoFnParam, _TimerDoFnParam  # noqa: E402
-from apache_beam.transforms.trigger import InMemoryUnmergedState  # noqa: E402
 from apache_beam.transforms.window import GlobalWindow  # noqa: E402
 from apache_beam.utils.timestamp import Timestamp  # noqa: E402
 
@@ -82,6 +81,7 @@ from bench.bench_sink import (  # noqa: E402
     stop_stub,
     verdict,
 )
+from pipeline.local_runner import local_streaming_fixes  # noqa: E402
 from tests.pubsub_emulator import EMULATOR_HOST_ENV, PubSubEmulator  # noqa: E402
 from transforms.identity import StreamingSettings, _StreamingResolveFn  # noqa: E402
 from transforms.mapping import PreparedEvent  # noqa: E402
@@ -418,8 +418,11 @@ def cost_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespace) -> 
     print(f"  {verdict(hot <= COST_RATIO_GOAL * calm)} hot <= {COST_RATIO_GOAL:.0f} x quiet")
 
 
-def _drive_one(fn, context, device: str, event, now: Timestamp) -> None:
-    """One bundle of one event through the DoFn, with its state and timers from `context`."""
+def _drive_one(fn, keyed_state: dict, device: str, event, now: Timestamp) -> None:
+    """One bundle of one event through the DoFn, as the local runner runs it: state copied
+    from the step's store for the bundle, handed back to it when the bundle commits."""
+    step = DirectStepContext(keyed_state)
+    context = DirectUserStateContext(step, fn, StrUtf8Coder())
     arguments = {}
     for name, default in inspect.signature(fn.process).parameters.items():
         if isinstance(default.default, _StateDoFnParam):
@@ -432,23 +435,13 @@ def _drive_one(fn, context, device: str, event, now: Timestamp) -> None:
     for _ in fn.process((device, event), **arguments):
         pass
     context.commit()
-    context.reset()
-
-
-class _Keyed:
-    """The runner's per-key state store, as its step context hands it out."""
-
-    def __init__(self) -> None:
-        self._states: dict[bytes, InMemoryUnmergedState] = defaultdict(InMemoryUnmergedState)
-
-    def get_keyed_state(self, key: bytes) -> InMemoryUnmergedState:
-        return self._states[key]
+    keyed_state.update(step.partial_keyed_state)
 
 
 def state_run(args: argparse.Namespace) -> None:
     print(f"\n== device state alone, the local runner's state classes  ({load()})")
     fn = _StreamingResolveFn(True, StreamingSettings())
-    context = DirectUserStateContext(_Keyed(), fn, StrUtf8Coder())
+    keyed_state: dict = {}
     counts: dict[str, int] = {}
     clock = [1_717_200_000_000_000]
 
@@ -459,11 +452,7 @@ def state_run(args: argparse.Namespace) -> None:
         event = PreparedEvent(
             {}, "track", "p", f"{name}-{count}", count, None, None, name.removeprefix("cookie:")
         )
-        _drive_one(fn, context, name, event, Timestamp(micros=clock[0]))
-
-    quiet = [f"cookie:quiet-{n}" for n in range(args.quiet_devices)]
-    for name in ["cookie:hot"] * args.hot_window + quiet * 5:
-        one(name)
+        _drive_one(fn, keyed_state, name, event, Timestamp(micros=clock[0]))
 
     def per_event(names: list[str]) -> float:
         started = time.perf_counter()
@@ -471,8 +460,11 @@ def state_run(args: argparse.Namespace) -> None:
             one(name)
         return (time.perf_counter() - started) / len(names)
 
-    hot = per_event(["cookie:hot"] * args.cost_events)
-    calm = per_event([quiet[n % len(quiet)] for n in range(args.cost_events)])
+    quiet = [f"cookie:quiet-{n}" for n in range(args.quiet_devices)]
+    with local_streaming_fixes():  # as in a local run: DoFn specs inspected once
+        per_event(["cookie:hot"] * args.hot_window + quiet * 5)
+        hot = per_event(["cookie:hot"] * args.cost_events)
+        calm = per_event([quiet[n % len(quiet)] for n in range(args.cost_events)])
     print(
         f"  per event, one per bundle: hot device ({args.hot_window} in its window) "
         f"{hot * 1e6:.0f} us, quiet devices (5 each) {calm * 1e6:.0f} us, ratio "
