@@ -1,6 +1,6 @@
 """Fixes for Beam 2.77's local streaming runner (BundleBasedDirectRunner), used only there.
 
-Four faults of that runner make a local streaming run wrong or sluggish, and none has a
+Five faults of that runner make a local streaming run wrong or sluggish, and none has a
 public switch, so they are patched for the duration of a run:
 
 * it reads Pub/Sub with a 30 s long poll on its only thread, so while a subscription is
@@ -10,6 +10,8 @@ public switch, so they are patched for the duration of a run:
   capped a run below 100 events/s;
 * it inspects every DoFn's method signatures again for each bundle (to find state and timer
   specs), which took about a third of a local run's time;
+* between any two bundles it looks through the timers of every key it ever held, so the
+  more devices a run has seen the slower it gets;
 * it keeps the metrics container of each step's first bundle, so counters stop growing
   after the first bundle and the run report undercounts.
 
@@ -27,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.direct import executor, transform_evaluator
 from apache_beam.runners.direct.util import TransformResult
 from apache_beam.runners.worker import statesampler
 from apache_beam.transforms import core, userstate
@@ -163,6 +165,37 @@ def _cached_dofn_specs() -> Iterator[None]:
         transform_evaluator.get_dofn_specs = original
 
 
+# How often the runner looks for due timers; the buffering flush waits seconds, not this.
+_TIMER_SCAN_INTERVAL_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def _spaced_timer_scans(run: LocalStreamingRun) -> Iterator[None]:
+    """Look for due timers at most every 50 ms instead of between any two bundles.
+
+    Each look walks every key's timers (one per device ever seen), which with thousands of
+    devices cost more than the bundles in between. While draining it looks every time: the
+    runner decides the run has ended right after a look, and the end-of-input timers that
+    flush the buffers must have been found by then.
+    """
+    monitor = executor._ExecutorServiceParallelExecutor._MonitorTask
+    original = monitor.__dict__["_fire_timers"]
+    next_scan = [0.0]
+
+    def _fire_timers(self) -> bool:
+        now = time.monotonic()
+        if now < next_scan[0] and not run.draining:
+            return False
+        next_scan[0] = now + _TIMER_SCAN_INTERVAL_SECONDS
+        return original(self)
+
+    monitor._fire_timers = _fire_timers
+    try:
+        yield
+    finally:
+        monitor._fire_timers = original
+
+
 @contextlib.contextmanager
 def _per_bundle_metrics() -> Iterator[None]:
     """Make ``Metrics`` updates count after the first bundle in the direct runner.
@@ -226,6 +259,7 @@ def local_streaming_fixes(
         _short_pubsub_pulls(max_messages=pull_max_messages),
         _drainable_pubsub_reads(run),
         _cached_dofn_specs(),
+        _spaced_timer_scans(run),
         _per_bundle_metrics(),
     ):
         yield run

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import apache_beam as beam
-from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.direct import executor, transform_evaluator
 from apache_beam.transforms import core, userstate
 
 from pipeline.local_runner import _specs_cache_key, local_streaming_fixes
@@ -48,3 +50,18 @@ def test_a_drain_is_asked_for_once_and_stays_asked():
         run.drain()
         run.drain()
         assert run.draining
+
+
+def test_timers_are_looked_for_at_most_every_50_ms_except_while_draining(monkeypatch):
+    monitor = executor._ExecutorServiceParallelExecutor._MonitorTask
+    looks: list[object] = []
+    monkeypatch.setattr(monitor, "_fire_timers", lambda self: looks.append(self) or True)
+    with local_streaming_fixes() as run:
+        assert monitor._fire_timers("first") is True
+        assert monitor._fire_timers("too soon") is False
+        time.sleep(0.06)
+        assert monitor._fire_timers("later") is True
+        run.drain()
+        assert monitor._fire_timers("draining") is True
+        assert monitor._fire_timers("draining again") is True
+    assert looks == ["first", "later", "draining", "draining again"]
