@@ -9,13 +9,36 @@ import sys
 import threading
 import time
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
+from pipeline.arguments import (
+    HELP_FLAGS,
+    PROG,
+    UserError,
+    check_flags,
+    help_text,
+    normalize_switches,
+)
 from pipeline.builder import build_pipeline
 from pipeline.local_runner import local_streaming_fixes
-from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
-from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
+from pipeline.options import (
+    LOCAL_BATCH_RUNNER,
+    LOCAL_STREAMING_RUNNER,
+    WoopraOptions,
+    is_streaming,
+)
+from pipeline.preflight import check_run
+from pipeline.progress import Progress
+from pipeline.report import (
+    build_report,
+    counters_of,
+    format_progress,
+    format_report,
+    run_report,
+    write_report,
+)
 
 _LOGGER = logging.getLogger("woopra")
 
@@ -23,32 +46,58 @@ _LOGGER = logging.getLogger("woopra")
 def main(argv: list[str] | None = None) -> int:
     """Run to the end and print the report; a local streaming run goes on until Ctrl-C/SIGTERM.
 
-    A streaming job on a remote runner (Dataflow) is submitted and left running there.
+    A streaming job on a remote runner (Dataflow) is submitted and left running there. A user
+    error (an unknown flag, a missing input, ...) is one line on stderr and exit 2.
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    options = PipelineOptions(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in HELP_FLAGS for arg in args):
+        print(help_text())
+        return 0
     try:
+        options = parse_command_line(args)
         pipeline = build_pipeline(options)
-    except ValueError as err:
-        print(f"woopra-pipeline: {err}", file=sys.stderr)
+        check_run(options)
+    except (UserError, ValueError) as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 2
+    return run(pipeline, options)
+
+
+def parse_command_line(args: list[str]) -> PipelineOptions:
+    """`[replay] --flag value ...` as options, every flag checked (UserError if unknown)."""
+    replay = bool(args) and args[0] == "replay"
+    if replay:
+        args = args[1:]
+    args = normalize_switches(args)
+    check_flags(args)
+    options = PipelineOptions(args)
+    if replay and not options.view_as(WoopraOptions).dead_letters:
+        raise UserError("replay needs --dead_letters GLOB (the dead-letter files to send again)")
+    return options
+
+
+def run(pipeline: beam.Pipeline, options: PipelineOptions) -> int:
+    """Runs the pipeline, shows progress, prints and writes the report; the exit code."""
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
+    local_batch = not is_streaming(options) and runner == LOCAL_BATCH_RUNNER
     with local_streaming_fixes() if local_streaming else contextlib.nullcontext():
         started = time.monotonic()
-        result = pipeline.run()
-        if is_streaming(options) and not local_streaming:
-            _LOGGER.info("streaming job submitted to %s; it runs until stopped there", runner)
-            return 0
-        if local_streaming:
-            follow_streaming(result, woopra.report_interval_seconds, started)
-        else:
-            result.wait_until_finish()
-        report = build_report(counters_of(result.metrics()), time.monotonic() - started)
+        with Progress(woopra.report_interval_seconds) if local_batch else contextlib.nullcontext():
+            result = pipeline.run()
+            if is_streaming(options) and not local_streaming:
+                _LOGGER.info("streaming job submitted to %s; it runs until stopped there", runner)
+                return 0
+            if local_streaming:
+                follow_streaming(result, woopra.report_interval_seconds, started)
+            else:
+                result.wait_until_finish()
+        report = run_report(result, time.monotonic() - started, woopra.output)
     if report["input"] == 0 and not local_streaming:
         _LOGGER.warning("no events were read: does --input match any file?")
     report_path = write_report(report, woopra.output)

@@ -70,8 +70,9 @@ class Outcome:
     attempts: int
     status: int | None
     throttled_responses: int = 0
-    waited_seconds: float = 0.0
     latencies_ms: tuple[int, ...] = ()
+    # The answer to each attempt: its HTTP status, or None when no answer came (SPEC §16).
+    statuses: tuple[int | None, ...] = ()
 
     @property
     def delivered(self) -> bool:
@@ -144,26 +145,26 @@ class WoopraClient:
             )
         )
         attempts = throttled = 0
-        waited = 0.0
         latencies: list[int] = []
+        statuses: list[int | None] = []
         status: int | None = None
 
         def outcome(reason: str | None = None, detail: str = "") -> Outcome:
             letter = (
                 None if reason is None else dead_letter(request, reason, detail, status, attempts)
             )
-            return Outcome(request, letter, attempts, status, throttled, waited, tuple(latencies))
+            return Outcome(
+                request, letter, attempts, status, throttled, tuple(latencies), tuple(statuses)
+            )
 
         while True:
-            wait_started = time.monotonic()
-            acquired = self._throttle.acquire(deadline)
-            waited += time.monotonic() - wait_started
-            if not acquired:
+            if not self._throttle.acquire(deadline):
                 return outcome(RETRIES_EXHAUSTED, "rate limit wait exceeded the retry time budget")
             attempts += 1
             sent_at = time.monotonic()
             response, error = self._attempt(request)
             latencies.append(round((time.monotonic() - sent_at) * 1000))
+            statuses.append(None if response is None else response.status)
             if response is None:
                 status = retry_after = None
                 detail = describe_error(error)
