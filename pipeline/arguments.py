@@ -65,13 +65,18 @@ def _normalized(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_").lower()
 
 
-def store_true_flags() -> set[str]:
-    """WoopraOptions' on/off flags, which a Flex Template passes as `--flag=true|false`."""
+def woopra_actions() -> list[argparse.Action]:
+    """WoopraOptions' arguments, in the order --help lists them."""
     parser = argparse.ArgumentParser(add_help=False)
     WoopraOptions._add_argparse_args(parser)
+    return list(parser._actions)
+
+
+def store_true_flags() -> set[str]:
+    """WoopraOptions' on/off flags, which a Flex Template passes as `--flag=true|false`."""
     return {
         name
-        for action in parser._actions
+        for action in woopra_actions()
         if isinstance(action, argparse._StoreTrueAction)
         for name in action.option_strings
     }
@@ -116,15 +121,18 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         default = action.default
         if default in (None, False, [], argparse.SUPPRESS) or "%(default)" in text:
             return text
-        return f"{text} (default: {_shown_default(action, default)})".strip()
+        default_text = shown_default(action).replace("%", "%%")
+        return f"{text} (default: {default_text})".strip()
 
 
-def _shown_default(action: argparse.Action, default: object) -> str:
+def shown_default(action: argparse.Action) -> str:
+    """An option's default as a user would write it (`30d`, `100`)."""
+    default = action.default
     if action.type is duration_seconds and isinstance(default, float):
         return duration_text(default)
     if isinstance(default, float) and default.is_integer():
         return str(int(default))
-    return str(default).replace("%", "%%")
+    return str(default)
 
 
 def help_text() -> str:

@@ -43,11 +43,12 @@ from pipeline.report import (
 _LOGGER = logging.getLogger("woopra")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, wait: bool = True) -> int:
     """Run to the end and print the report; a local streaming run goes on until Ctrl-C/SIGTERM.
 
-    A streaming job on a remote runner (Dataflow) is submitted and left running there. A user
-    error (an unknown flag, a missing input, ...) is one line on stderr and exit 2.
+    A streaming job on a remote runner (Dataflow) is submitted and left running there, and so
+    is a batch job when not `wait` (the Flex Template launcher only submits). A user error
+    (an unknown flag, a missing input, ...) is one line on stderr and exit 2.
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
-    return run(pipeline, options)
+    return run(pipeline, options, wait)
 
 
 def parse_command_line(args: list[str]) -> PipelineOptions:
@@ -80,7 +81,7 @@ def parse_command_line(args: list[str]) -> PipelineOptions:
     return options
 
 
-def run(pipeline: beam.Pipeline, options: PipelineOptions) -> int:
+def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) -> int:
     """Runs the pipeline, shows progress, prints and writes the report; the exit code."""
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
@@ -92,6 +93,9 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions) -> int:
             result = pipeline.run()
             if is_streaming(options) and not local_streaming:
                 _LOGGER.info("streaming job submitted to %s; it runs until stopped there", runner)
+                return 0
+            if not wait:
+                _LOGGER.info("job submitted to %s; its report is in that runner's metrics", runner)
                 return 0
             if local_streaming:
                 follow_streaming(result, woopra.report_interval_seconds, started)
