@@ -138,8 +138,8 @@ def _count_rows(report: dict[str, Any]) -> list[str]:
     rows = [_row("input", report["input"]), _row("sent", report["sent"])]
     rows.append(_row("filtered", report["filtered"]))
     rows += [_row(r, n, indent=4) for r, n in report["filtered_reasons"].items()]
-    rows.append(_row("dead-lettered", report["dead_lettered"]))
-    rows += [_row(r, n, indent=4) for r, n in report["dead_letter_reasons"].items()]
+    below = "(by reason below)" if report["dead_letter_reasons"] else ""
+    rows.append(_row("dead-lettered", report["dead_lettered"], below))
     if "skipped" in report:
         rows.append(_row("skipped", report["skipped"], "not replayable, outside input"))
     verdict = "counts add up" if report["balanced"] else "COUNTS DO NOT ADD UP"
