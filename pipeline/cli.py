@@ -103,7 +103,7 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
                 result.wait_until_finish()
         report = run_report(result, time.monotonic() - started, woopra.output)
     if report["input"] == 0 and not local_streaming:
-        _LOGGER.warning("no events were read: does --input match any file?")
+        _LOGGER.warning("no events were read: do the files hold any?")
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)

@@ -15,7 +15,7 @@ _TIMED_ROWS = re.compile(r"^  (throttled|wall time|rate) ")
 
 
 def _comparable(lines: list[str]) -> list[str]:
-    return [re.sub(r"\d+\.\d+", "N", line) if _TIMED_ROWS.match(line) else line for line in lines]
+    return [re.sub(r" +\d+\.\d+", " N", line) if _TIMED_ROWS.match(line) else line for line in lines]
 
 
 def readme_report() -> list[str]:
