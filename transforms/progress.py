@@ -38,14 +38,17 @@ class _Channel:
         self._next_send = 0.0
 
     def add(self, name: str, value: int) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now >= self._next_send:
-                self._next_send = now + SEND_INTERVAL_SECONDS
-                self._send_locked()
-                self._address = _address_from_environment()
-            if self._address is not None:
+        if time.monotonic() >= self._next_send:
+            self._tick()
+        if self._address is not None:  # without a launcher listening, nothing more to do
+            with self._lock:
                 self._pending[name] = self._pending.get(name, 0) + value
+
+    def _tick(self) -> None:
+        with self._lock:
+            self._next_send = time.monotonic() + SEND_INTERVAL_SECONDS
+            self._send_locked()
+            self._address = _address_from_environment()
 
     def flush(self) -> None:
         """Sends what is pending now (the last increments of a run)."""
