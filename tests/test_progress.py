@@ -40,6 +40,7 @@ def test_counts_arrive_while_the_run_goes_on_and_end_equal_to_the_report(tmp_pat
         args = ["--input", str(path), "--project_name", "p", "--rate_limit", "20"]
         args += ["--woopra_base_url", stub.url, "--output", str(tmp_path / "out")]
         pipeline = build_pipeline(PipelineOptions(args))
+        started = time.monotonic()
         with Progress(interval_seconds=0.5, stream=io.StringIO()) as progress:
             outcome: dict = {}
             runner = threading.Thread(target=lambda: outcome.update(result=pipeline.run()))
@@ -50,11 +51,15 @@ def test_counts_arrive_while_the_run_goes_on_and_end_equal_to_the_report(tmp_pat
             runner.join()
             outcome["result"].wait_until_finish()
         final = progress.snapshot()
+        wall = time.monotonic() - started
     report = build_report(counters_of(outcome["result"].metrics()), elapsed_seconds=1)
     # Sending 60 requests at 20/s takes 3 s: the counts were seen part way through.
     assert any(0 < s.get("sent", 0) < EVENTS for s in seen)
     assert final == {"input": report["input"], "sent": EVENTS, "dead_lettered": 1}
     assert report["sent"] == EVENTS
+    # Held back by the 20/s cap for about the 3 s of sending: wall time, where a sum over the
+    # 60 requests' waits would be some 30 times as much.
+    assert 2.0 < report["throttled_seconds"] < wall
     lines = [r.message for r in caplog.records if r.message.startswith("progress: read")]
     assert lines, "a log line every interval when not on a terminal"
 
