@@ -352,6 +352,7 @@ def throughput_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespac
         budget = args.max_buffering_seconds + 2
         if not args.skip_steady:
             print(f"-- steady: {args.steady_rate} events/s for {args.steady_seconds} s")
+            cpu = _PhaseCpu(pipeline)
             steady_phase(
                 publisher,
                 record,
@@ -360,9 +361,12 @@ def throughput_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespac
                 args.steady_devices,
                 budget,
             )
+            cpu.print()
         if not args.skip_burst:
             print(f"-- burst: {args.burst_events} events over {args.burst_devices} devices")
+            cpu = _PhaseCpu(pipeline)
             burst_phase(publisher, record, args.burst_events, args.burst_devices)
+            cpu.print()
     finally:
         report = stop_pipeline(pipeline)
         stop_stub(stub.process)
@@ -372,6 +376,22 @@ def throughput_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespac
     repeats = len(record.records) - len({r["params"]["ce_seq"] for r in record.records})
     print(f"  {verdict(repeats == 0)} no event delivered twice ({repeats} repeats)")
     print_report_check(report, len(publisher.published_at))
+
+
+class _PhaseCpu:
+    """The pipeline process's CPU over a phase: near 1 core means it is its own limit, far
+    below means the machine's other work held it back."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pid = pipeline.process.pid
+        self._ticks = _cpu_ticks(self._pid)
+        self._started = time.monotonic()
+
+    def print(self) -> None:
+        seconds = (_cpu_ticks(self._pid) - self._ticks) / CLOCK_TICKS
+        wall = time.monotonic() - self._started
+        share = seconds / wall
+        print(f"  pipeline process: {seconds:.1f} s CPU in {wall:.1f} s ({share:.2f} cores)")
 
 
 def _cpu_per_event(
