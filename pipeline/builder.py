@@ -10,11 +10,17 @@ from pipeline.sources import ReadEventFiles, ReadPubSubMessages
 from transforms.file_sink import WriteDeadLetters, WriteRequests
 from transforms.filtering import FilterEvents, FilterSettings
 from transforms.identity import ResolveIdentity, StreamingSettings
+from transforms.identity_state import (
+    IdentityStateSettings,
+    new_generation,
+    newest_generation_files,
+)
 from transforms.map_to_woopra import MapToWoopra, ValidateEvents
 from transforms.mapping import MappingSettings
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_TAG
 from transforms.sink import DeliverySettings, WriteToWoopra
+from transforms.warehouse import RowsToEvents
 
 
 def mapping_settings(options: WoopraOptions) -> MappingSettings:
@@ -54,6 +60,20 @@ def streaming_settings(options: WoopraOptions) -> StreamingSettings:
     )
 
 
+def identity_state_settings(options: WoopraOptions) -> IdentityStateSettings | None:
+    """Where this run's identities come from and go (SPEC §13); the generation it writes is
+    chosen here, once, and kept in the options for the launcher to publish."""
+    if not options.identity_state:
+        return None
+    if not options.identity_state_generation:
+        options.identity_state_generation = new_generation(options.identity_state)
+    return IdentityStateSettings(
+        previous_files=tuple(newest_generation_files(options.identity_state)),
+        generation=options.identity_state_generation,
+        ttl_seconds=options.identity_ttl,
+    )
+
+
 def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """Read, parse, filter, validate, resolve identity, map, deliver; dead letters to files."""
     validate(options)
@@ -67,6 +87,12 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         records = pipeline | "ReadEvents" >> ReadPubSubMessages(
             woopra.input_subscription, woopra.input_topic
         )
+    elif woopra.warehouse_table:
+        rows = pipeline | "ReadEvents" >> ReadEventFiles(
+            woopra.input, woopra.input_format, with_filename=True
+        )
+        converted = rows | "RowsToEvents" >> RowsToEvents(woopra.warehouse_table, woopra.input)
+        records = converted.records
     else:
         records = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
     parsed = records | "ParseEvents" >> ParseEvents()
@@ -75,9 +101,12 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     devices = validated.prepared | "ResolveIdentity" >> ResolveIdentity(
         stitch_identity=not woopra.no_stitch_identity,
         streaming=streaming_settings(woopra) if streaming else None,
+        identity_state=identity_state_settings(woopra),
     )
     mapped = devices | "MapToWoopra" >> MapToWoopra(mapping)
     dead_letters = [parsed[DEAD_LETTER_TAG], validated[DEAD_LETTER_TAG], mapped[DEAD_LETTER_TAG]]
+    if woopra.warehouse_table:
+        dead_letters.append(converted[DEAD_LETTER_TAG])
 
     if woopra.sink == "file":
         _ = mapped.requests | "WriteRequests" >> WriteRequests(woopra.output, windowed=streaming)

@@ -16,6 +16,7 @@ from pipeline.builder import build_pipeline
 from pipeline.local_runner import local_streaming_fixes
 from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
 from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
+from transforms.identity_state import publish_generation
 
 _LOGGER = logging.getLogger("woopra")
 
@@ -54,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    return 0 if report["balanced"] or local_streaming else 1
+    exit_code = 0 if report["balanced"] or local_streaming else 1
+    if exit_code == 0 and woopra.identity_state:
+        publish_generation(woopra.identity_state, woopra.identity_state_generation)
+        _LOGGER.info("identity state: %s published", woopra.identity_state_generation)
+    return exit_code
 
 
 def follow_streaming(result: PipelineResult, interval_seconds: float, started: float) -> None:

@@ -10,16 +10,24 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.coders import coders
 from apache_beam.io import fileio
 from apache_beam.io.avroio import ReadAllFromAvro
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.io.textio import ReadAllFromText
 
-JSONL, JSON, AVRO = "jsonl", "json", "avro"
-FORMATS = (JSONL, JSON, AVRO)
-_EXTENSIONS = {".jsonl": JSONL, ".ndjson": JSONL, ".json": JSON, ".avro": AVRO}
+JSONL, JSON, AVRO, PARQUET = "jsonl", "json", "avro", "parquet"
+FORMATS = (JSONL, JSON, AVRO, PARQUET)
+_EXTENSIONS = {
+    ".jsonl": JSONL,
+    ".ndjson": JSONL,
+    ".json": JSON,
+    ".avro": AVRO,
+    ".parquet": PARQUET,
+}
 
 
 def format_of(file_path: str, input_format: str = "auto") -> str:
@@ -92,20 +100,45 @@ def _json_default(value: Any) -> Any:
 
 
 def avro_record_to_json(record: dict[str, Any]) -> bytes:
-    """An Avro record as the JSON text of the event it holds."""
+    """An Avro (or Parquet) record as the JSON text of the event it holds."""
     return json.dumps(record, default=_json_default, separators=(",", ":")).encode("utf-8")
+
+
+def _microsecond_timestamps(table: pa.Table) -> pa.Table:
+    """The table with nanosecond timestamps cut to microseconds, which Python's datetime holds
+    (pyarrow refuses to make a datetime of a nanosecond value without pandas)."""
+    for index, column in enumerate(table.schema):
+        if pa.types.is_timestamp(column.type) and column.type.unit == "ns":
+            target = pa.timestamp("us", tz=column.type.tz)
+            table = table.set_column(
+                index, column.name, table.column(index).cast(target, safe=False)
+            )
+    return table
+
+
+def parquet_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
+    """The rows of one Parquet row group, as dicts of Python values."""
+    columns = _microsecond_timestamps(table).to_pydict()
+    names = list(columns)
+    for values in zip(*columns.values(), strict=True):
+        yield dict(zip(names, values, strict=True))
 
 
 class ReadEventFiles(beam.PTransform):
     """Every record of the files matching a glob, as bytes, whatever their format.
 
-    JSON lines go through ReadAllFromText, so large files are split across workers.
+    JSON lines go through ReadAllFromText, so large files are split across workers. With
+    `with_filename`, each record comes as (file path, record), and Avro and Parquet records
+    stay dicts of their values (warehouse rows, SPEC §12).
     """
 
-    def __init__(self, file_pattern: str, input_format: str = "auto") -> None:
+    def __init__(
+        self, file_pattern: str, input_format: str = "auto", with_filename: bool = False
+    ) -> None:
         super().__init__()
         self.file_pattern = file_pattern
         self.input_format = input_format
+        self.with_filename = with_filename
 
     def expand(self, pipeline):
         input_format = self.input_format
@@ -114,13 +147,30 @@ class ReadEventFiles(beam.PTransform):
             | "MatchFiles" >> fileio.MatchFiles(self.file_pattern)
             | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
         )
-        jsonl, json_files, avro = paths | "ByFormat" >> beam.Partition(
+        jsonl, json_files, avro, parquet = paths | "ByFormat" >> beam.Partition(
             lambda file_path, _: FORMATS.index(format_of(file_path, input_format)), len(FORMATS)
         )
+        if self.with_filename:
+            return (
+                jsonl
+                | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder(), with_filename=True),
+                json_files
+                | "ReadJsonFiles"
+                >> beam.FlatMap(lambda path: ((path, record) for record in read_json_file(path))),
+                avro | "ReadAvro" >> ReadAllFromAvro(with_filename=True),
+                parquet
+                | "ReadParquet" >> ReadAllFromParquetBatched(with_filename=True)
+                | "ParquetRows"
+                >> beam.FlatMapTuple(lambda path, table: ((path, r) for r in parquet_rows(table))),
+            ) | "AllRecords" >> beam.Flatten()
         return (
             jsonl | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder()),
             json_files | "ReadJsonFiles" >> beam.FlatMap(read_json_file),
             avro | "ReadAvro" >> ReadAllFromAvro() | "AvroToJson" >> beam.Map(avro_record_to_json),
+            parquet
+            | "ReadParquet" >> ReadAllFromParquetBatched()
+            | "ParquetToJson"
+            >> beam.FlatMap(lambda table: map(avro_record_to_json, parquet_rows(table))),
         ) | "AllRecords" >> beam.Flatten()
 
 
