@@ -15,6 +15,8 @@ from transforms.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE
 REPORT_FILE = "report.json"
 # Delivery figures the HTTP sink adds to the report when it ran.
 _DELIVERY_COUNTERS = ("retries", "throttled_responses", "throttled_ms")
+# Filtered events are counted once in `filtered` and once in `filtered_<reason>`.
+_FILTERED_PREFIX = "filtered_"
 
 
 def counters_of(metrics: MetricResults) -> dict[str, int]:
@@ -36,6 +38,11 @@ def build_report(counters: dict[str, int], elapsed_seconds: float) -> dict[str, 
         reason: counters[dead_letter_metric(reason)]
         for reason in DEAD_LETTER_REASONS
         if counters.get(dead_letter_metric(reason))
+    }
+    report["filtered_reasons"] = {
+        name.removeprefix(_FILTERED_PREFIX): count
+        for name, count in sorted(counters.items())
+        if name.startswith(_FILTERED_PREFIX) and count
     }
     report["balanced"] = report["input"] == (
         report["sent"] + report["filtered"] + report["dead_lettered"]

@@ -107,12 +107,13 @@ def publish_generation(state_dir: str, generation: str) -> None:
 
 
 def _prune(state_dir: str) -> None:
-    """Remove complete generations beyond the two newest, and abandoned ones older than those."""
+    """Remove complete generations beyond the two newest, and the unpublished ones of failed
+    runs that started before the newest (a later one may be a run still going)."""
     kept = complete_generations(state_dir)[-GENERATIONS_KEPT:]
     if not kept:
         return
     for folder in _generation_folders(state_dir):
-        if folder not in kept and folder < kept[0]:
+        if folder not in kept and folder < kept[-1]:
             _delete_folder(folder)
 
 
