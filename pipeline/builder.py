@@ -20,7 +20,7 @@ from transforms.mapping import MappingSettings
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_TAG
 from transforms.sink import DeliverySettings, WriteToWoopra
-from transforms.warehouse import RowsToEvents
+from transforms.warehouse import RUDDER_EVENT_TAG, RowsToEvents
 
 
 def mapping_settings(options: WoopraOptions) -> MappingSettings:
@@ -92,11 +92,14 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
             woopra.input, woopra.input_format, with_filename=True
         )
         converted = rows | "RowsToEvents" >> RowsToEvents(woopra.warehouse_table, woopra.input)
-        records = converted.records
+        records = converted[RUDDER_EVENT_TAG]
     else:
         records = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
     parsed = records | "ParseEvents" >> ParseEvents()
-    events = parsed.events | "FilterEvents" >> FilterEvents(filter_settings(woopra))
+    all_events = parsed.events
+    if woopra.warehouse_table:
+        all_events = (parsed.events, converted.events) | "WithRowEvents" >> beam.Flatten()
+    events = all_events | "FilterEvents" >> FilterEvents(filter_settings(woopra))
     validated = events | "ValidateEvents" >> ValidateEvents(mapping)
     devices = validated.prepared | "ResolveIdentity" >> ResolveIdentity(
         stitch_identity=not woopra.no_stitch_identity,

@@ -109,7 +109,7 @@ def parse_record(
     if not data or data.isspace():
         return None
     if len(data) > max_bytes:
-        return _too_large(data, max_bytes)
+        return too_large(data, max_bytes)
     try:
         value = loads_strict(data)
     except InvalidEventError as err:
@@ -120,7 +120,8 @@ def parse_record(
     return value
 
 
-def _too_large(data: bytes, max_bytes: int) -> DeadLetter:
+def too_large(data: bytes, max_bytes: int = MAX_EVENT_BYTES) -> DeadLetter:
+    """The dead letter of a record over the size limit, with as much of its text as is kept."""
     message_id = None
     if len(data) <= MAX_BYTES_PARSED_FOR_ID:
         with contextlib.suppress(InvalidEventError):

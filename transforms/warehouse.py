@@ -1,8 +1,9 @@
 """RowsToEvents: rows of RudderStack's warehouse schema become events (SPEC §12).
 
-Each row becomes the compact JSON text of one event, which ParseEvents then reads like any
-other record, so the size, parse and every later check (§1-§11) apply unchanged. Rows of a
-table that holds no supported event are dead-lettered here (`unsupported_type`).
+Each row becomes one event, counted as input and checked for size (that of its compact JSON)
+here, as ParseEvents does for a line; every later check (§1-§11) applies unchanged. A row's
+`rudder_event` text goes to ParseEvents as a line. Rows of a table that holds no supported
+event are dead-lettered here (`unsupported_type`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
-import functools
 import json
 import math
 import re
@@ -23,9 +23,10 @@ import orjson
 from apache_beam.metrics import Metrics
 
 from transforms.fields import non_empty
-from transforms.parse import MAX_BYTES_PARSED_FOR_ID, parse_record
+from transforms.parse import MAX_BYTES_PARSED_FOR_ID, MAX_EVENT_BYTES, parse_record, too_large
 from transforms.records import (
     DEAD_LETTER_TAG,
+    INVALID_JSON,
     METRICS_NAMESPACE,
     STAGE_PARSE,
     UNSUPPORTED_TYPE,
@@ -50,6 +51,7 @@ KNOWN_TABLES = frozenset(_EVENT_TYPES) | UNSUPPORTED_TABLES
 PER_EVENT_TABLE = "<event table>"
 
 RUDDER_EVENT = "rudder_event"
+RUDDER_EVENT_TAG = "rudder_events"
 EVENT_TEXT = "event_text"
 _GLOB_CHARACTERS = re.compile(r"[*?\[{]")
 # A shard number at the end of an exported file's name: BigQuery's `-000000000000`, Snowflake's
@@ -85,10 +87,16 @@ _IGNORED_COLUMNS = frozenset(
 )
 _NESTED_CONTEXT = (("context_geo_", "geo"), ("context_traits_", "traits"))
 
-# How a column is used: a tuple of paths into the event (a column may feed two fields), and
-# whether its value is a list given as JSON text.
-Route = tuple[tuple[tuple[str, ...], ...], bool]
-_IGNORED: Route = ((), False)
+# How a column is used (a Route): its kind, the key it is stored under, and for NESTED and
+# LIST the path of that key in the event.
+IGNORED, TOP_LEVEL, OWN, NESTED, LIST, TOP_AND_OWN, WHOLE_EVENT = range(7)
+Route = tuple[int, str, tuple[str, ...]]
+_IGNORED: Route = (IGNORED, "", ())
+# Routes by table and column, found once per column name (bounded: JSON rows may name anything).
+_ROUTES: dict[str, dict[str, Route]] = {}
+_MAX_ROUTES_PER_TABLE = 100_000
+# Values that need no conversion: the common case, checked by exact type.
+_PLAIN_TYPES = frozenset({str, int, bool})
 
 
 def glob_fixed_prefix(pattern: str) -> str:
@@ -157,37 +165,49 @@ def warehouse_value(value: Any) -> Any:
 
 def iso_utc_millis(moment: datetime.datetime) -> str:
     """`2024-03-01T10:15:00.250Z`; a time without a zone is taken as UTC."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return moment.isoformat(timespec="milliseconds") + "Z"
+    if moment.tzinfo is None:
+        return moment.isoformat(timespec="milliseconds") + "Z"
+    if moment.tzinfo is not datetime.timezone.utc:
+        moment = moment.astimezone(datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"  # without "+00:00"
 
 
-@functools.lru_cache(maxsize=65536)
-def _route(column: str, table: str) -> Route:
+def route_of(column: str, table: str) -> Route:
     """Where a column of a table goes in the event (SPEC §12's column table)."""
     name = column.lower()
     event_type = _EVENT_TYPES.get(table, "track")
     if name == "id":
-        return ((("userId",) if table == USERS else ("messageId",),), False)
+        return (TOP_LEVEL, "userId" if table == USERS else "messageId", ())
     if name in _TOP_LEVEL_COLUMNS:
-        return ((_TOP_LEVEL_COLUMNS[name],), False)
+        path = _TOP_LEVEL_COLUMNS[name]
+        return (TOP_LEVEL, path[0], ()) if len(path) == 1 else (NESTED, path[-1], path)
     if name in _LIST_COLUMNS:
-        return ((_LIST_COLUMNS[name],), True)
-    if name in _IGNORED_COLUMNS or name == RUDDER_EVENT:
+        return (LIST, name, _LIST_COLUMNS[name])
+    if name == RUDDER_EVENT:
+        return (WHOLE_EVENT, name, ())
+    if name in _IGNORED_COLUMNS:
         return _IGNORED
     if name.startswith("context_"):
         page_key = name[len("context_page_") :]
         if name.startswith("context_page_") and page_key in _PAGE_CONTEXT_KEYS:
-            return ((("context", "page", page_key),), False)
+            return (NESTED, page_key, ("context", "page", page_key))
         for prefix, holder in _NESTED_CONTEXT:
             if name.startswith(prefix):
-                return ((("context", holder, name[len(prefix) :]),), False)
+                key = name[len(prefix) :]
+                return (NESTED, key, ("context", holder, key))
         return _IGNORED
     if event_type == "identify":
-        return ((("traits", "user_id" if name == "_user_id" else name),), False)
+        return (OWN, "user_id" if name == "_user_id" else name, ())
     if event_type in ("page", "screen") and name in ("name", "category"):
-        return (((name,), ("properties", name)), False)
-    return ((("properties", name),), False)
+        return (TOP_AND_OWN, name, ())
+    return (OWN, name, ())
+
+
+def _routes_of(table: str) -> dict[str, Route]:
+    routes = _ROUTES.get(table)
+    if routes is None or len(routes) > _MAX_ROUTES_PER_TABLE:
+        routes = _ROUTES[table] = {}
+    return routes
 
 
 def _put(event: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
@@ -211,29 +231,55 @@ def _as_list(value: Any) -> list[Any] | None:
 
 
 def row_to_event(row: Mapping[str, Any], table: str) -> dict[str, Any]:
-    """The event a row of a supported table stands for (SPEC §12's column table)."""
-    event: dict[str, Any] = {"type": _EVENT_TYPES.get(table, "track")}
-    for column, raw in row.items():
-        if raw is None:
-            continue
-        paths, is_list = _route(column, table)
-        if not paths:
-            continue
-        value = _as_list(warehouse_value(raw)) if is_list else warehouse_value(raw)
+    """The event a row of a supported table stands for by its columns (SPEC §12's table)."""
+    return _event_of(row, table)[0]
+
+
+def _event_of(row: Mapping[str, Any], table: str) -> tuple[dict[str, Any], Any]:
+    """The event made from the columns, and the `rudder_event` value (None when not set).
+
+    Other columns go to `traits` (identifies, users) or `properties` (the rest): `own`.
+    """
+    whole_event = None
+    event_type = _EVENT_TYPES.get(table, "track")
+    event: dict[str, Any] = {"type": event_type}
+    own: dict[str, Any] = {}
+    routes = _routes_of(table)
+    for column, value in row.items():
         if value is None:
             continue
-        for path in paths:
+        route = routes.get(column)
+        if route is None:
+            route = routes[column] = route_of(column, table)
+        kind, key, path = route
+        if kind == IGNORED:
+            continue
+        if kind == WHOLE_EVENT:
+            whole_event = value
+            continue
+        if type(value) not in _PLAIN_TYPES:
+            value = warehouse_value(value)
+            if value is None:
+                continue
+        if kind == OWN:
+            own[key] = value
+        elif kind == TOP_LEVEL:
+            event[key] = value
+        elif kind == NESTED:
             _put(event, path, value)
-    return event
+        elif kind == LIST:
+            listed = _as_list(value)
+            if listed is not None:
+                _put(event, path, listed)
+        else:
+            event[key] = own[key] = value
+    if own:
+        event["traits" if event_type == "identify" else "properties"] = own
+    return event, whole_event
 
 
-def _rudder_event_text(row: Mapping[str, Any]) -> bytes | None:
-    """The `rudder_event` column's text when it is set: the whole event, as RudderStack sent it."""
-    value = row.get(RUDDER_EVENT)
-    if value is None:
-        value = next((v for k, v in row.items() if k.lower() == RUDDER_EVENT), None)
-    if value is None:
-        return None
+def _rudder_event_text(value: Any) -> bytes:
+    """A `rudder_event` value as text: the whole event, as RudderStack sent it."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
@@ -249,15 +295,14 @@ def event_json(event: dict[str, Any]) -> bytes:
         return compact_json(event).encode("utf-8", errors="surrogatepass")
 
 
-def convert_row(row: Mapping[str, Any], table: str | None) -> bytes | DeadLetter:
-    """A row as the text of its event, or the `unsupported_type` dead letter of its table.
-
-    `table` is the table the row belongs to, None when none was found.
-    """
-    text = _rudder_event_text(row)
-    if text is not None:
-        return text
+def convert_row(row: Mapping[str, Any], table: str | None) -> dict[str, Any] | bytes | DeadLetter:
+    """What a row stands for: its event; the text of its `rudder_event`, to be parsed as an
+    event line; or a dead letter (its table holds no event Woopra takes, or the event is over
+    the size limit). `table` is the row's table, None when none was found."""
     if table is None or table in UNSUPPORTED_TABLES:
+        whole_event = next((v for k, v in row.items() if k.lower() == RUDDER_EVENT), None)
+        if whole_event is not None:
+            return _rudder_event_text(whole_event)
         shown = {str(column): warehouse_value(value) for column, value in row.items()}
         message_id = non_empty(next((v for k, v in row.items() if k.lower() == "id"), None))
         detail = (
@@ -266,7 +311,20 @@ def convert_row(row: Mapping[str, Any], table: str | None) -> bytes | DeadLetter
             else "no table named in the file's path and no event_text column"
         )
         return DeadLetter(message_id, STAGE_PARSE, UNSUPPORTED_TYPE, detail, event=shown)
-    return event_json(row_to_event(row, table))
+    event, whole_event = _event_of(row, table)
+    if whole_event is not None:
+        return _rudder_event_text(whole_event)
+    try:
+        data = event_json(event)
+    except (ValueError, RecursionError):  # nested beyond what JSON encoders walk
+        detail = "the event made from the row cannot be written as JSON"
+        return DeadLetter(non_empty(event.get("messageId")), STAGE_PARSE, INVALID_JSON, detail)
+    if len(data) > MAX_EVENT_BYTES:
+        dead = too_large(data)
+        if len(data) <= MAX_BYTES_PARSED_FOR_ID:
+            dead.event = event
+        return dead
+    return event
 
 
 class _RowsToEventsFn(beam.DoFn):
@@ -301,20 +359,24 @@ class _RowsToEventsFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, row)
                 return
         converted = convert_row(row, self._table_of(file_path, row))
+        if isinstance(converted, bytes):  # counted by ParseEvents
+            yield beam.pvalue.TaggedOutput(RUDDER_EVENT_TAG, converted)
+            return
+        self.input_events.inc()
         if isinstance(converted, DeadLetter):
-            self.input_events.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, converted)
         else:
             yield converted
 
 
 class RowsToEvents(beam.PTransform):
-    """(file path, warehouse row) to event records (bytes), one per row (SPEC §12).
+    """(file path, warehouse row) to events, one per row (SPEC §12).
 
     `table` is `auto` (each file's table from its path below the glob's fixed prefix, else a
-    per-event track table when the row has `event_text`) or a table name. Returns the records
-    as the main output and dead letters under DEAD_LETTER_TAG; those rows count as input here,
-    every other row when ParseEvents reads its record.
+    per-event track table when the row has `event_text`) or a table name. Returns the events
+    as the main output (already counted as input and checked for size, as ParseEvents does
+    for a line), the texts of `rudder_event` columns under RUDDER_EVENT_TAG (records for
+    ParseEvents) and dead letters under DEAD_LETTER_TAG.
     """
 
     def __init__(self, table: str, input_glob: str) -> None:
@@ -325,4 +387,4 @@ class RowsToEvents(beam.PTransform):
     def expand(self, rows):
         return rows | "ToEvents" >> beam.ParDo(
             _RowsToEventsFn(self.table, self.fixed_prefix)
-        ).with_outputs(DEAD_LETTER_TAG, main="records")
+        ).with_outputs(RUDDER_EVENT_TAG, DEAD_LETTER_TAG, main="events")
