@@ -20,7 +20,7 @@ from transforms.mapping import MappingSettings
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_TAG
 from transforms.sink import DeliverySettings, WriteToWoopra
-from transforms.warehouse import RUDDER_EVENT_TAG, RowsToEvents
+from transforms.warehouse import RowsToEvents
 
 
 def mapping_settings(options: WoopraOptions) -> MappingSettings:
@@ -91,15 +91,14 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         rows = pipeline | "ReadEvents" >> ReadEventFiles(
             woopra.input, woopra.input_format, with_filename=True
         )
-        converted = rows | "RowsToEvents" >> RowsToEvents(woopra.warehouse_table, woopra.input)
-        records = converted[RUDDER_EVENT_TAG]
+        # Rows become events in the same fused step that reads them (parsed as ParseEvents
+        # would): rows of Avro and Parquet are costly to encode between steps, events less so.
+        parsed = rows | "RowsToEvents" >> RowsToEvents(woopra.warehouse_table, woopra.input)
     else:
         records = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
-    parsed = records | "ParseEvents" >> ParseEvents()
-    all_events = parsed.events
-    if woopra.warehouse_table:
-        all_events = (parsed.events, converted.events) | "WithRowEvents" >> beam.Flatten()
-    events = all_events | "FilterEvents" >> FilterEvents(filter_settings(woopra))
+    if not woopra.warehouse_table:
+        parsed = records | "ParseEvents" >> ParseEvents()
+    events = parsed.events | "FilterEvents" >> FilterEvents(filter_settings(woopra))
     validated = events | "ValidateEvents" >> ValidateEvents(mapping)
     devices = validated.prepared | "ResolveIdentity" >> ResolveIdentity(
         stitch_identity=not woopra.no_stitch_identity,
@@ -108,8 +107,6 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     )
     mapped = devices | "MapToWoopra" >> MapToWoopra(mapping)
     dead_letters = [parsed[DEAD_LETTER_TAG], validated[DEAD_LETTER_TAG], mapped[DEAD_LETTER_TAG]]
-    if woopra.warehouse_table:
-        dead_letters.append(converted[DEAD_LETTER_TAG])
 
     if woopra.sink == "file":
         _ = mapped.requests | "WriteRequests" >> WriteRequests(woopra.output, windowed=streaming)

@@ -147,22 +147,11 @@ class ReadEventFiles(beam.PTransform):
             | "MatchFiles" >> fileio.MatchFiles(self.file_pattern)
             | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
         )
+        if self.with_filename:
+            return self._rows(paths)
         jsonl, json_files, avro, parquet = paths | "ByFormat" >> beam.Partition(
             lambda file_path, _: FORMATS.index(format_of(file_path, input_format)), len(FORMATS)
         )
-        if self.with_filename:
-            return (
-                jsonl
-                | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder(), with_filename=True),
-                json_files
-                | "ReadJsonFiles"
-                >> beam.FlatMap(lambda path: ((path, record) for record in read_json_file(path))),
-                avro | "ReadAvro" >> ReadAllFromAvro(with_filename=True),
-                parquet
-                | "ReadParquet" >> ReadAllFromParquetBatched(with_filename=True)
-                | "ParquetRows"
-                >> beam.FlatMapTuple(lambda path, table: ((path, r) for r in parquet_rows(table))),
-            ) | "AllRecords" >> beam.Flatten()
         return (
             jsonl | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder()),
             json_files | "ReadJsonFiles" >> beam.FlatMap(read_json_file),
@@ -172,6 +161,48 @@ class ReadEventFiles(beam.PTransform):
             | "ParquetToJson"
             >> beam.FlatMap(lambda table: map(avro_record_to_json, parquet_rows(table))),
         ) | "AllRecords" >> beam.Flatten()
+
+    def _rows(self, paths):
+        """(path, record) of every file; a single format is read without a Flatten, which
+        would make the runner encode each row (costly for Avro and Parquet values)."""
+        readers = {
+            JSONL: lambda files: (
+                files
+                | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder(), with_filename=True)
+            ),
+            JSON: lambda files: (
+                files
+                | "ReadJsonFiles"
+                >> beam.FlatMap(lambda path: ((path, record) for record in read_json_file(path)))
+            ),
+            AVRO: lambda files: files | "ReadAvro" >> ReadAllFromAvro(with_filename=True),
+            PARQUET: lambda files: (
+                files
+                | "ReadParquet" >> ReadAllFromParquetBatched(with_filename=True)
+                | "ParquetRows"
+                >> beam.FlatMapTuple(lambda path, table: ((path, r) for r in parquet_rows(table)))
+            ),
+        }
+        formats = formats_matching(self.file_pattern, self.input_format)
+        if len(formats) == 1:
+            return readers[formats[0]](paths)
+        input_format = self.input_format
+        by_format = paths | "ByFormat" >> beam.Partition(
+            lambda file_path, _: formats.index(format_of(file_path, input_format)), len(formats)
+        )
+        return [
+            readers[file_format](files)
+            for file_format, files in zip(formats, by_format, strict=True)
+        ] | "AllRecords" >> beam.Flatten()
+
+
+def formats_matching(file_pattern: str, input_format: str = "auto") -> list[str]:
+    """The formats of the files the glob matches now (all of them when it matches none)."""
+    if input_format != "auto":
+        return [input_format]
+    matched = FileSystems.match([file_pattern])[0].metadata_list
+    found = {format_of(meta.path) for meta in matched}
+    return [file_format for file_format in FORMATS if file_format in found] or list(FORMATS)
 
 
 class ReadPubSubMessages(beam.PTransform):

@@ -2,8 +2,8 @@
 
 Each row becomes one event, counted as input and checked for size (that of its compact JSON)
 here, as ParseEvents does for a line; every later check (§1-§11) applies unchanged. A row's
-`rudder_event` text goes to ParseEvents as a line. Rows of a table that holds no supported
-event are dead-lettered here (`unsupported_type`).
+`rudder_event` text is parsed as an event line. Rows of a table that holds no supported event
+are dead-lettered here (`unsupported_type`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ KNOWN_TABLES = frozenset(_EVENT_TYPES) | UNSUPPORTED_TABLES
 PER_EVENT_TABLE = "<event table>"
 
 RUDDER_EVENT = "rudder_event"
-RUDDER_EVENT_TAG = "rudder_events"
 EVENT_TEXT = "event_text"
 _GLOB_CHARACTERS = re.compile(r"[*?\[{]")
 # A shard number at the end of an exported file's name: BigQuery's `-000000000000`, Snowflake's
@@ -88,7 +87,7 @@ _IGNORED_COLUMNS = frozenset(
 _NESTED_CONTEXT = (("context_geo_", "geo"), ("context_traits_", "traits"))
 
 # How a column is used (a Route): its kind, the key it is stored under, and for NESTED and
-# LIST the path of that key in the event.
+# LIST the path of the object that holds that key in the event.
 IGNORED, TOP_LEVEL, OWN, NESTED, LIST, TOP_AND_OWN, WHOLE_EVENT = range(7)
 Route = tuple[int, str, tuple[str, ...]]
 _IGNORED: Route = (IGNORED, "", ())
@@ -180,9 +179,10 @@ def route_of(column: str, table: str) -> Route:
         return (TOP_LEVEL, "userId" if table == USERS else "messageId", ())
     if name in _TOP_LEVEL_COLUMNS:
         path = _TOP_LEVEL_COLUMNS[name]
-        return (TOP_LEVEL, path[0], ()) if len(path) == 1 else (NESTED, path[-1], path)
+        return (TOP_LEVEL, path[0], ()) if len(path) == 1 else (NESTED, path[-1], path[:-1])
     if name in _LIST_COLUMNS:
-        return (LIST, name, _LIST_COLUMNS[name])
+        path = _LIST_COLUMNS[name]
+        return (LIST, path[-1], path[:-1])
     if name == RUDDER_EVENT:
         return (WHOLE_EVENT, name, ())
     if name in _IGNORED_COLUMNS:
@@ -190,11 +190,11 @@ def route_of(column: str, table: str) -> Route:
     if name.startswith("context_"):
         page_key = name[len("context_page_") :]
         if name.startswith("context_page_") and page_key in _PAGE_CONTEXT_KEYS:
-            return (NESTED, page_key, ("context", "page", page_key))
+            return (NESTED, page_key, ("context", "page"))
         for prefix, holder in _NESTED_CONTEXT:
             if name.startswith(prefix):
                 key = name[len(prefix) :]
-                return (NESTED, key, ("context", holder, key))
+                return (NESTED, key, ("context", holder))
         return _IGNORED
     if event_type == "identify":
         return (OWN, "user_id" if name == "_user_id" else name, ())
@@ -210,14 +210,15 @@ def _routes_of(table: str) -> dict[str, Route]:
     return routes
 
 
-def _put(event: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+def _holder(event: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """The object at `path` in the event, made where missing."""
     holder = event
-    for key in path[:-1]:
+    for key in path:
         inner = holder.get(key)
         if inner is None:
             inner = holder[key] = {}
         holder = inner
-    holder[path[-1]] = value
+    return holder
 
 
 def _as_list(value: Any) -> list[Any] | None:
@@ -244,6 +245,7 @@ def _event_of(row: Mapping[str, Any], table: str) -> tuple[dict[str, Any], Any]:
     event_type = _EVENT_TYPES.get(table, "track")
     event: dict[str, Any] = {"type": event_type}
     own: dict[str, Any] = {}
+    holders: dict[tuple[str, ...], dict[str, Any]] = {}
     routes = _routes_of(table)
     for column, value in row.items():
         if value is None:
@@ -265,12 +267,15 @@ def _event_of(row: Mapping[str, Any], table: str) -> tuple[dict[str, Any], Any]:
             own[key] = value
         elif kind == TOP_LEVEL:
             event[key] = value
-        elif kind == NESTED:
-            _put(event, path, value)
-        elif kind == LIST:
-            listed = _as_list(value)
-            if listed is not None:
-                _put(event, path, listed)
+        elif kind in (NESTED, LIST):
+            if kind == LIST:
+                value = _as_list(value)
+                if value is None:
+                    continue
+            holder = holders.get(path)
+            if holder is None:
+                holder = holders[path] = _holder(event, path)
+            holder[key] = value
         else:
             event[key] = own[key] = value
     if own:
@@ -359,9 +364,10 @@ class _RowsToEventsFn(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, row)
                 return
         converted = convert_row(row, self._table_of(file_path, row))
-        if isinstance(converted, bytes):  # counted by ParseEvents
-            yield beam.pvalue.TaggedOutput(RUDDER_EVENT_TAG, converted)
-            return
+        if isinstance(converted, bytes):  # the row's rudder_event: an event line
+            converted = parse_record(converted)
+            if converted is None:  # blank text: the row is not an event
+                converted = DeadLetter(None, STAGE_PARSE, INVALID_JSON, "rudder_event is blank")
         self.input_events.inc()
         if isinstance(converted, DeadLetter):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, converted)
@@ -373,10 +379,9 @@ class RowsToEvents(beam.PTransform):
     """(file path, warehouse row) to events, one per row (SPEC §12).
 
     `table` is `auto` (each file's table from its path below the glob's fixed prefix, else a
-    per-event track table when the row has `event_text`) or a table name. Returns the events
-    as the main output (already counted as input and checked for size, as ParseEvents does
-    for a line), the texts of `rudder_event` columns under RUDDER_EVENT_TAG (records for
-    ParseEvents) and dead letters under DEAD_LETTER_TAG.
+    per-event track table when the row has `event_text`) or a table name. Like ParseEvents,
+    counts every row as input, and returns the events as the main output and dead letters
+    under DEAD_LETTER_TAG.
     """
 
     def __init__(self, table: str, input_glob: str) -> None:
@@ -387,4 +392,4 @@ class RowsToEvents(beam.PTransform):
     def expand(self, rows):
         return rows | "ToEvents" >> beam.ParDo(
             _RowsToEventsFn(self.table, self.fixed_prefix)
-        ).with_outputs(RUDDER_EVENT_TAG, DEAD_LETTER_TAG, main="events")
+        ).with_outputs(DEAD_LETTER_TAG, main="events")
