@@ -7,6 +7,8 @@ import json
 
 import apache_beam as beam
 import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -35,6 +37,7 @@ def _assert_reads_both_events(pattern: str) -> None:
         ("a.JSON", "json"),
         ("a.json.gz", "json"),
         ("a.avro", "avro"),
+        ("a.snappy.parquet", "parquet"),
         ("a.txt", "jsonl"),
     ],
 )
@@ -128,3 +131,10 @@ def test_spec_1_json_file_that_is_not_utf8_is_invalid_json(tmp_path):
     assert report["sent"] == 0
     assert set(report["dead_letter_reasons"]) == {"invalid_json"}
     assert report["input"] == report["dead_lettered"]
+
+
+def test_parquet_records_are_read_as_events(tmp_path):
+    columns = {key: [event.get(key) for event in EVENTS] for key in ("type", "messageId")}
+    columns["anonymousId"] = ["x", "x"]
+    pq.write_table(pa.table(columns), tmp_path / "events.parquet")
+    _assert_reads_both_events(str(tmp_path / "events.parquet"))
