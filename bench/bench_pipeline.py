@@ -418,6 +418,8 @@ def run_warehouse(args: argparse.Namespace) -> int:
         f"   goal >= {WAREHOUSE_GOAL}   {_verdict(ratio >= WAREHOUSE_GOAL)}"
     )
     print(f"  per interleaved pair: {', '.join(f'{r:.2f}' for r in ratios)}")
+    cpu = best["jsonl"].measurement.cpu_seconds / best["warehouse"].measurement.cpu_seconds
+    print(f"  on CPU time (least moved by other work on the machine): {cpu:.2f}")
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     balanced = all(report["balanced"] for report in reports.values())

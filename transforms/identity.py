@@ -289,8 +289,9 @@ class ResolveIdentity(beam.PTransform):
     Batch: one GroupByKey by device serves dropping duplicate messageIds (SPEC §13),
     stitching over the whole input, ordering and the sink's per-device sequencing; with
     identity state, what earlier runs knew of each device joins the same GroupByKey as
-    records of another kind (DeviceRecord), and what this run knows leaves it for the next. Streaming: keyed state does the same per buffered
-    batch, remembering each device's identity for later events and dropping repeats.
+    records of another kind (DeviceRecord), and what this run knows leaves it for the next.
+    Streaming: keyed state does the same per buffered batch, remembering each device's
+    identity for later events and dropping repeats.
     """
 
     def __init__(
