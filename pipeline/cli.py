@@ -13,9 +13,23 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.builder import build_pipeline
+from pipeline.exit_codes import exit_code, failures
+from pipeline.graceful_stop import StopSignal, graceful_stop
 from pipeline.local_runner import local_streaming_fixes
-from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
-from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
+from pipeline.options import (
+    LOCAL_BATCH_RUNNER,
+    LOCAL_STREAMING_RUNNER,
+    WoopraOptions,
+    is_streaming,
+)
+from pipeline.report import (
+    build_report,
+    counters_of,
+    format_progress,
+    format_report,
+    report_of,
+    write_report,
+)
 from transforms.identity_state import publish_generation
 
 _LOGGER = logging.getLogger("woopra")
@@ -39,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
-    with local_streaming_fixes() if local_streaming else contextlib.nullcontext():
+    # A graceful stop needs the sink in this process: a local batch run sending to Woopra.
+    local_batch = runner in (LOCAL_BATCH_RUNNER, "DirectRunner") and not is_streaming(options)
+    graceful = local_batch and woopra.sink == "woopra"
+    stopping = graceful_stop() if graceful else contextlib.nullcontext(StopSignal())
+    with local_streaming_fixes() if local_streaming else contextlib.nullcontext(), stopping as stop:
         started = time.monotonic()
         result = pipeline.run()
         if is_streaming(options) and not local_streaming:
@@ -49,17 +67,22 @@ def main(argv: list[str] | None = None) -> int:
             follow_streaming(result, woopra.report_interval_seconds, started)
         else:
             result.wait_until_finish()
-        report = build_report(counters_of(result.metrics()), time.monotonic() - started)
+        report = report_of(result.metrics(), time.monotonic() - started)
+    report["interrupted"] = None if stop.number is None else signal.Signals(stop.number).name
     if report["input"] == 0 and not local_streaming:
         _LOGGER.warning("no events were read: does --input match any file?")
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    exit_code = 0 if report["balanced"] or local_streaming else 1
-    if exit_code == 0 and woopra.identity_state:
+    if local_streaming:  # stopped on purpose; what was not acknowledged is delivered again
+        return 0
+    for line in failures(report, woopra.circuit_open_seconds):
+        print(f"woopra-pipeline: {line}", file=sys.stderr)
+    code = exit_code(report, stop.number)
+    if code == 0 and woopra.identity_state:  # only a run that did its job leaves its identities
         publish_generation(woopra.identity_state, woopra.identity_state_generation)
         _LOGGER.info("identity state: %s published", woopra.identity_state_generation)
-    return exit_code
+    return code
 
 
 def follow_streaming(result: PipelineResult, interval_seconds: float, started: float) -> None:
