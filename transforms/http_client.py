@@ -82,10 +82,11 @@ class Outcome:
     attempts: int
     status: int | None
     throttled_responses: int = 0
-    waited_seconds: float = 0.0
     latencies_ms: tuple[int, ...] = ()
     # The service whose open circuit ended the request, if one did.
     circuit_open: str | None = None
+    # The answer to each attempt: its HTTP status, or None when no answer came (SPEC §16).
+    statuses: tuple[int | None, ...] = ()
 
     @property
     def delivered(self) -> bool:
@@ -165,8 +166,8 @@ class WoopraClient:
             )
         )
         attempts = throttled = 0
-        waited = 0.0
         latencies: list[int] = []
+        statuses: list[int | None] = []
         status: int | None = None
 
         def outcome(
@@ -181,23 +182,20 @@ class WoopraClient:
                 attempts,
                 status,
                 throttled,
-                waited,
                 tuple(latencies),
-                circuit_open,
+                circuit_open=circuit_open,
+                statuses=tuple(statuses),
             )
 
         while True:
             if stop_requested():
                 return outcome(INTERRUPTED, INTERRUPTED_DETAIL)
-            wait_started = time.monotonic()
             try:
                 if self._breaker is not None:
                     self._breaker.check()
                 acquired = self._throttle.acquire(deadline)
             except CircuitOpenError as error:
                 return outcome(RETRIES_EXHAUSTED, error.detail, error.service)
-            finally:
-                waited += time.monotonic() - wait_started
             if not acquired:
                 return outcome(RETRIES_EXHAUSTED, "rate limit wait exceeded the retry time budget")
             if stop_requested() or self._circuit_is_open():
@@ -207,6 +205,7 @@ class WoopraClient:
             sent_at = time.monotonic()
             response, error = self._attempt(request)
             latencies.append(round((time.monotonic() - sent_at) * 1000))
+            statuses.append(None if response is None else response.status)
             if response is None:
                 status = retry_after = None
                 detail = describe_error(error)

@@ -25,6 +25,7 @@ from transforms.circuit import (
     circuit_open_metric,
 )
 from transforms.http_client import Outcome, WoopraClient, dead_letter
+from transforms.progress import ProgressCounter
 from transforms.rate_limit import WorkerThrottle, build_throttle
 from transforms.records import (
     DEAD_LETTER_TAG,
@@ -34,6 +35,18 @@ from transforms.records import (
 )
 
 _LOGGER = logging.getLogger(__name__)
+
+# The counters of Woopra's answers are `http_<status>`; an attempt without one is this.
+HTTP_STATUS_PREFIX = "http_"
+DROPPED = "dropped"
+# Wall time this worker's sender was held back by the rate cap or a 429 pause, in ms.
+THROTTLED_WALL_MS = "throttled_wall_ms"
+
+
+def http_status_metric(status: int | None) -> str:
+    """The counter of one kind of answer: `http_200`, `http_429`, `http_dropped` (no answer)."""
+    return HTTP_STATUS_PREFIX + (DROPPED if status is None else str(status))
+
 
 # Longest single wait of the bundle thread for the sending threads.
 _WAIT_SLICE_SECONDS = 1.0
@@ -201,11 +214,12 @@ class _SendFn(beam.DoFn):
             service: Metrics.counter(METRICS_NAMESPACE, circuit_open_metric(service))
             for service in UNREACHABLE_SERVICES
         }
-        self._sent = Metrics.counter(METRICS_NAMESPACE, "sent")
+        self._sent = ProgressCounter("sent")
         self._send_failures = Metrics.counter(METRICS_NAMESPACE, "send_failures")
         self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
         self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
-        self._throttled_ms = Metrics.counter(METRICS_NAMESPACE, "throttled_ms")
+        self._throttled_wall_ms = Metrics.counter(METRICS_NAMESPACE, THROTTLED_WALL_MS)
+        self._answers: dict[int | None, Any] = {}
         self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
 
     def setup(self) -> None:
@@ -272,14 +286,23 @@ class _SendFn(beam.DoFn):
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
+    def _answer_counter(self, status: int | None) -> Any:
+        counter = self._answers.get(status)
+        if counter is None:
+            counter = Metrics.counter(METRICS_NAMESPACE, http_status_metric(status))
+            self._answers[status] = counter
+        return counter
+
     def _emit(self, results: list[tuple[WindowedValue, Outcome]]) -> Iterator[Any]:
         """Outputs and counts finished results, in the window and timestamp of their input."""
+        self._throttled_wall_ms.inc(round(self._throttle.held_back.take_seconds() * 1000))
         for source, outcome in results:
             self._retries.inc(max(0, outcome.attempts - 1))
             self._throttled_responses.inc(outcome.throttled_responses)
-            self._throttled_ms.inc(round(outcome.waited_seconds * 1000))
             for latency in outcome.latencies_ms:
                 self._latency_ms.update(latency)
+            for status in outcome.statuses:
+                self._answer_counter(status).inc()
             if outcome.dead_letter is None:
                 self._sent.inc()
                 yield source.with_value(outcome.request)
