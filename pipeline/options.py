@@ -75,9 +75,11 @@ class WoopraOptions(PipelineOptions):
             help="Batch: directory (or gs:// path) of the identities earlier runs learned; "
             "this run starts from them and, when it succeeds, leaves its own for the next.",
         )
-        # Which generation under --identity_state this run writes; chosen when the pipeline is
-        # built, published by the launcher when the run succeeded.
-        mapping.add_argument("--identity_state_generation", help=argparse.SUPPRESS)
+        mapping.add_argument(
+            "--identity_state_generation",
+            help="Folder this run writes its identities to, published when it succeeds; "
+            "default: a new generation-<UTC time>-<random> under --identity_state.",
+        )
 
         sink = parser.add_argument_group("delivery")
         sink.add_argument(
