@@ -22,6 +22,14 @@ from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from transforms.dedup import SEEN_LOG, SEEN_VERSION, seen_message_ids
+from transforms.device_records import DeviceRecord, split_by_kind
+from transforms.duplicates import drop_duplicates
+from transforms.identity_state import (
+    DeviceIdentity,
+    IdentityStateSettings,
+    ReadIdentityState,
+    WriteIdentityState,
+)
 from transforms.mapping import PreparedEvent
 from transforms.records import METRICS_NAMESPACE
 
@@ -272,38 +280,102 @@ class _StreamingResolveFn(beam.DoFn):
         yield device, ordered
 
 
+# Tagged outputs of the batch resolution when identity state is kept (SPEC §13).
+IDENTITY_STATE_TAG = "identity_state"
+NEWEST_EVENT_TAG = "newest_event"
+
+
+class _BatchResolveFn(beam.DoFn):
+    """Per device, over the whole input: drop duplicates, then order and stitch from what
+    earlier runs knew; with identity state, also what the next run is to know."""
+
+    def __init__(self, stitch_identity: bool, keep_state: bool) -> None:
+        self.stitch_identity = stitch_identity
+        self.keep_state = keep_state
+        self.duplicates = Metrics.counter(METRICS_NAMESPACE, "filtered_duplicate")
+        self.filtered = Metrics.counter(METRICS_NAMESPACE, "filtered")
+
+    def process(self, element: tuple[str, Iterable[object]]):
+        device, grouped = element
+        events, others = split_by_kind(grouped)
+        events, dropped = drop_duplicates(events)
+        if dropped:
+            self.duplicates.inc(dropped)
+            self.filtered.inc(dropped)
+        previous = next(iter(others.get(DeviceIdentity, ())), None)
+        known = NO_IDENTITY if previous is None else Identity(previous.cv_id, previous.cv_email)
+        ordered, current = resolve_device(device, events, self.stitch_identity, known)
+        if ordered:
+            yield device, ordered
+        if self.keep_state:
+            yield from self._state_of(device, ordered, current, previous)
+
+    def _state_of(self, device, ordered, current: Identity, previous: DeviceIdentity | None):
+        newest = max((e.timestamp_ms for e in ordered if e.timestamp_ms is not None), default=None)
+        if newest is not None:
+            yield beam.pvalue.TaggedOutput(NEWEST_EVENT_TAG, newest)
+        if not device.startswith(COOKIE_KEY_PREFIX) or current == NO_IDENTITY:
+            return
+        times = [t for t in (newest, previous and previous.last_event_ms) if t is not None]
+        cookie = device[len(COOKIE_KEY_PREFIX) :]
+        identity = DeviceIdentity(cookie, current.cv_id, current.cv_email, max(times, default=None))
+        yield beam.pvalue.TaggedOutput(IDENTITY_STATE_TAG, identity)
+
+
 class ResolveIdentity(beam.PTransform):
     """PreparedEvents to (device key, [PreparedEvent]) in send order, in one keyed shuffle.
 
-    Batch: one GroupByKey by device serves stitching over the whole input, ordering and
-    the sink's per-device sequencing. Streaming: keyed state does the same per buffered
-    batch, remembering each device's identity for later events and dropping repeats.
+    Batch: one GroupByKey by device serves dropping duplicate messageIds (SPEC §13),
+    stitching over the whole input, ordering and the sink's per-device sequencing; with
+    identity state, what earlier runs knew of each device joins the same GroupByKey as
+    records of another kind (DeviceRecord), and what this run knows leaves it for the next.
+    Streaming: keyed state does the same per buffered batch, remembering each device's
+    identity for later events and dropping repeats.
     """
 
     def __init__(
-        self, stitch_identity: bool = True, streaming: StreamingSettings | None = None
+        self,
+        stitch_identity: bool = True,
+        streaming: StreamingSettings | None = None,
+        identity_state: IdentityStateSettings | None = None,
     ) -> None:
         super().__init__()
         self.stitch_identity = stitch_identity
         self.streaming = streaming
+        self.identity_state = identity_state
 
     def expand(self, events):
+        # Batch groups events with records of other kinds, hence the wider type (and coder).
+        value_type = PreparedEvent if self.streaming is not None else DeviceRecord
         keyed = events | "KeyByDevice" >> beam.Map(
             lambda event: (event.device_key, event)
-        ).with_output_types(KV[str, PreparedEvent])
+        ).with_output_types(KV[str, value_type])
         if self.streaming is not None:
             return keyed | "BufferOrderAndStitch" >> beam.ParDo(
                 _StreamingResolveFn(self.stitch_identity, self.streaming)
             )
-        stitch_identity = self.stitch_identity
-        return (
+        state = self.identity_state
+        if state is not None:
+            previous = (
+                events.pipeline
+                | "ReadIdentityState" >> ReadIdentityState(list(state.previous_files))
+                | "KeyStateByDevice"
+                >> beam.Map(
+                    lambda identity: (COOKIE_KEY_PREFIX + identity.cookie, identity)
+                ).with_output_types(KV[str, DeviceRecord])
+            )
+            keyed = (keyed, previous) | "WithIdentityState" >> beam.Flatten()
+        resolved = (
             keyed
             | "GroupByDevice" >> beam.GroupByKey()
             | "OrderAndStitch"
-            >> beam.MapTuple(
-                lambda device, grouped: (
-                    device,
-                    resolve_device(device, grouped, stitch_identity)[0],
-                )
+            >> beam.ParDo(_BatchResolveFn(self.stitch_identity, state is not None)).with_outputs(
+                IDENTITY_STATE_TAG, NEWEST_EVENT_TAG, main="devices"
             )
         )
+        if state is not None:
+            _ = (
+                resolved[IDENTITY_STATE_TAG],
+                resolved[NEWEST_EVENT_TAG],
+            ) | "WriteIdentityState" >> WriteIdentityState(state.generation, state.ttl_seconds)
+        return resolved.devices
