@@ -21,7 +21,6 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from transforms.dedup import SEEN_LOG, SEEN_VERSION, seen_message_ids
 from transforms.device_records import DeviceRecord, split_by_kind
 from transforms.duplicates import drop_duplicates
 from transforms.identity_state import (
@@ -32,6 +31,7 @@ from transforms.identity_state import (
 )
 from transforms.mapping import PreparedEvent
 from transforms.records import METRICS_NAMESPACE
+from transforms.streaming_dedup import SEEN_LOG, SEEN_VERSION, seen_message_ids
 
 COOKIE_KEY_PREFIX = "cookie:"
 
@@ -159,7 +159,8 @@ class _StreamingResolveFn(beam.DoFn):
     the first buffered one. The TTL of the device's identity and seen messageIds is an
     event-time timer, which, unlike a processing-time one, holds no watermark back for as
     long as it waits. The dedup window prunes old messageIds, which are kept so that a
-    device costs per event what any other does however many it sent (transforms/dedup.py).
+    device costs per event what any other does however many it sent
+    (transforms/streaming_dedup.py).
     Every flush clears the pending flush timers, so a quiet device keeps only its TTL timer.
     """
 

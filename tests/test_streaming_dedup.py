@@ -1,11 +1,11 @@
-"""The streaming dedup memory (transforms/dedup.py), against state objects that behave like
-Beam's: a bag that is read whole, a value, and a commit that a failed bundle never makes."""
+"""The streaming dedup memory (transforms/streaming_dedup.py), against state objects that
+behave like Beam's: a bag that is read whole, a value, and a commit a failed bundle never makes."""
 
 from __future__ import annotations
 
 import copy
 
-from transforms.dedup import SeenMessageIds
+from transforms.streaming_dedup import SeenMessageIds
 
 SECOND = 1_000_000
 
