@@ -15,7 +15,17 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.builder import build_pipeline
 from pipeline.local_runner import local_streaming_fixes
 from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
-from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
+from pipeline.report import (
+    build_report,
+    counters_of,
+    format_progress,
+    format_report,
+    next_run_after_of,
+    write_report,
+)
+from transforms.import_limits import longest_window_seconds, parse_limits
+from transforms.ledger import compact
+from transforms.ledger_lock import LedgerLock, LedgerLockedError
 
 _LOGGER = logging.getLogger("woopra")
 
@@ -38,7 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
-    with local_streaming_fixes() if local_streaming else contextlib.nullcontext():
+    try:
+        ledger = hold_ledger(woopra)
+    except (LedgerLockedError, ValueError) as err:
+        print(f"woopra-pipeline: {err}", file=sys.stderr)
+        return 2
+    with ledger, local_streaming_fixes() if local_streaming else contextlib.nullcontext():
         started = time.monotonic()
         result = pipeline.run()
         if is_streaming(options) and not local_streaming:
@@ -48,13 +63,39 @@ def main(argv: list[str] | None = None) -> int:
             follow_streaming(result, woopra.report_interval_seconds, started)
         else:
             result.wait_until_finish()
-        report = build_report(counters_of(result.metrics()), time.monotonic() - started)
+        if woopra.plan_only:
+            _LOGGER.info("plan written to %s; nothing sent (--plan_only)", woopra.output)
+            return 0
+        metrics = result.metrics()
+        report = build_report(
+            counters_of(metrics), time.monotonic() - started, next_run_after_of(metrics)
+        )
     if report["input"] == 0 and not local_streaming:
         _LOGGER.warning("no events were read: does --input match any file?")
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    return 0 if report["balanced"] or local_streaming else 1
+    if not (report["balanced"] or local_streaming):
+        return 1
+    return 3 if report["deferred"] else 0
+
+
+def hold_ledger(woopra: WoopraOptions) -> contextlib.AbstractContextManager:
+    """The ledger's lock for a run that writes the ledger, compacting it on the way in and
+    out; nothing for runs that only read it (--sink file, --plan_only) or have none."""
+    if not woopra.ledger or woopra.sink == "file" or woopra.plan_only:
+        return contextlib.nullcontext()
+    keep_seconds = longest_window_seconds(parse_limits(woopra.import_limits))
+    lock = LedgerLock(woopra.ledger).acquire()
+    stack = contextlib.ExitStack()
+    stack.callback(lock.release)
+    stack.callback(compact, woopra.ledger, keep_seconds)
+    try:
+        compact(woopra.ledger, keep_seconds)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 def follow_streaming(result: PipelineResult, interval_seconds: float, started: float) -> None:

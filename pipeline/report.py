@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from typing import Any
@@ -13,8 +14,17 @@ from transforms.file_sink import dead_letter_metric
 from transforms.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE
 
 REPORT_FILE = "report.json"
+NEXT_RUN_AFTER_METRIC = "next_run_after_ms"
+# Counters of filtered events by reason: `filtered_<reason>`.
+FILTERED_PREFIX = "filtered_"
 # Delivery figures the HTTP sink adds to the report when it ran.
-_DELIVERY_COUNTERS = ("retries", "throttled_responses", "throttled_ms")
+_DELIVERY_COUNTERS = (
+    "retries",
+    "throttled_responses",
+    "throttled_ms",
+    "import_requests",
+    "import_bodies_accepted",
+)
 
 
 def counters_of(metrics: MetricResults) -> dict[str, int]:
@@ -27,18 +37,45 @@ def counters_of(metrics: MetricResults) -> dict[str, int]:
     return totals
 
 
-def build_report(counters: dict[str, int], elapsed_seconds: float) -> dict[str, Any]:
-    """input, sent, filtered, dead_lettered and its reasons; they add up when nothing is lost."""
+def next_run_after_of(metrics: MetricResults) -> str | None:
+    """When the import limits let the next run go on (SPEC §14), as ISO UTC; None if no
+    sender stopped."""
+    results = metrics.query(
+        MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(NEXT_RUN_AFTER_METRIC)
+    )
+    latest = None
+    for distribution in results["distributions"]:
+        value = distribution.committed or distribution.attempted
+        if value is not None and value.count:
+            latest = max(latest or value.max, value.max)
+    if latest is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(latest / 1000, datetime.timezone.utc)
+    return moment.isoformat(timespec="seconds")
+
+
+def build_report(
+    counters: dict[str, int], elapsed_seconds: float, next_run_after: str | None = None
+) -> dict[str, Any]:
+    """input, sent, filtered, dead_lettered and its reasons (and deferred, in import); they add
+    up when nothing is lost."""
     report: dict[str, Any] = {
-        name: counters.get(name, 0) for name in ("input", "sent", "filtered", "dead_lettered")
+        name: counters.get(name, 0)
+        for name in ("input", "sent", "filtered", "dead_lettered", "deferred")
+    }
+    report["filtered_reasons"] = {
+        name[len(FILTERED_PREFIX) :]: n
+        for name, n in sorted(counters.items())
+        if name.startswith(FILTERED_PREFIX) and n
     }
     report["dead_letter_reasons"] = {
         reason: counters[dead_letter_metric(reason)]
         for reason in DEAD_LETTER_REASONS
         if counters.get(dead_letter_metric(reason))
     }
+    report["next_run_after"] = next_run_after
     report["balanced"] = report["input"] == (
-        report["sent"] + report["filtered"] + report["dead_lettered"]
+        report["sent"] + report["filtered"] + report["dead_lettered"] + report["deferred"]
     )
     report.update({name: counters[name] for name in _DELIVERY_COUNTERS if name in counters})
     report["elapsed_seconds"] = round(elapsed_seconds, 3)
@@ -78,6 +115,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"  dead-lettered  {report['dead_lettered']:>10}",
     ]
     lines += [f"    {reason:<20} {n:>8}" for reason, n in report["dead_letter_reasons"].items()]
+    if report.get("deferred") or report.get("next_run_after"):
+        lines.append(f"  deferred       {report['deferred']:>10}")
+        lines.append(f"  next run after {report['next_run_after']}")
     lines += [f"  {name:<15}{report[name]:>10}" for name in _DELIVERY_COUNTERS if name in report]
     lines.append(f"  elapsed        {report['elapsed_seconds']:>10} s")
     if "sent_per_second" in report:

@@ -20,6 +20,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms.ledger import Delivered, ledger_key
 from transforms.mapping import PreparedEvent
 from transforms.records import METRICS_NAMESPACE
 
@@ -54,6 +55,33 @@ class PreparedEventCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(PreparedEvent, PreparedEventCoder)
+
+
+class DeviceRecord:
+    """The type of what the shuffle by device carries when it carries more than events: a
+    PreparedEvent, or a ledger entry (`Delivered`); told apart after the GroupByKey."""
+
+
+class DeviceRecordCoder(beam.coders.Coder):
+    """A PreparedEvent (as PreparedEventCoder writes it) or a Delivered key, behind one tag byte."""
+
+    _EVENT = PreparedEventCoder()
+
+    def encode(self, value) -> bytes:
+        if isinstance(value, Delivered):
+            return b"d" + value.key.encode("utf-8")
+        return b"e" + self._EVENT.encode(value)
+
+    def decode(self, encoded: bytes):
+        if encoded[:1] == b"d":
+            return Delivered(encoded[1:].decode("utf-8"))
+        return self._EVENT.decode(encoded[1:])
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+beam.coders.registry.register_coder(DeviceRecord, DeviceRecordCoder)
 
 
 class Identity(NamedTuple):
@@ -108,6 +136,48 @@ def resolve_device(
     if stitch_identity and device_key.startswith(COOKIE_KEY_PREFIX):
         return stitch(ordered, known)
     return ordered, known
+
+
+def skip_delivered(ordered: list[PreparedEvent], delivered: set[str]) -> list[PreparedEvent]:
+    """The events the ledger does not hold (SPEC §15), after stitching: identities stay as a
+    full run gives them."""
+    if not delivered:
+        return ordered
+    return [e for e in ordered if ledger_key(e.message_id, e.event) not in delivered]
+
+
+class _ResolveWithLedgerFn(beam.DoFn):
+    """Orders and stitches a device's events, then leaves out those the ledger holds; their
+    number per device goes to the ALREADY_DELIVERED output (the import plan counts them)."""
+
+    def __init__(self, stitch_identity: bool) -> None:
+        self.stitch_identity = stitch_identity
+        self.filtered = Metrics.counter(METRICS_NAMESPACE, "filtered")
+        self.already_delivered = Metrics.counter(METRICS_NAMESPACE, "filtered_already_delivered")
+
+    def process(self, element: tuple[str, Iterable]):
+        device, records = element
+        events: list[PreparedEvent] = []
+        delivered: set[str] = set()
+        for record in records:
+            if isinstance(record, Delivered):
+                delivered.add(record.key)
+            else:
+                events.append(record)
+        if not events:
+            return
+        ordered = resolve_device(device, events, self.stitch_identity)[0]
+        kept = skip_delivered(ordered, delivered)
+        skipped = len(ordered) - len(kept)
+        if skipped:
+            self.filtered.inc(skipped)
+            self.already_delivered.inc(skipped)
+            yield beam.pvalue.TaggedOutput(ALREADY_DELIVERED, skipped)
+        if kept:
+            yield device, kept
+
+
+ALREADY_DELIVERED = "already_delivered"
 
 
 @dataclass(frozen=True)
@@ -242,11 +312,18 @@ class ResolveIdentity(beam.PTransform):
     """
 
     def __init__(
-        self, stitch_identity: bool = True, streaming: StreamingSettings | None = None
+        self,
+        stitch_identity: bool = True,
+        streaming: StreamingSettings | None = None,
+        ledger_keys: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
         self.stitch_identity = stitch_identity
         self.streaming = streaming
+        # (device, Delivered) from the ledger (batch only): joined into the same shuffle.
+        self.ledger_keys = ledger_keys
+        # With a ledger: how many events each device had delivered before (ints).
+        self.already_delivered: beam.PCollection | None = None
 
     def expand(self, events):
         keyed = events | "KeyByDevice" >> beam.Map(
@@ -257,6 +334,18 @@ class ResolveIdentity(beam.PTransform):
                 _StreamingResolveFn(self.stitch_identity, self.streaming)
             )
         stitch_identity = self.stitch_identity
+        if self.ledger_keys is not None:
+            resolved = (
+                (keyed, self.ledger_keys)
+                | "JoinLedger" >> beam.Flatten().with_output_types(KV[str, DeviceRecord])
+                | "GroupByDevice" >> beam.GroupByKey()
+                | "OrderStitchAndSkipDelivered"
+                >> beam.ParDo(_ResolveWithLedgerFn(stitch_identity)).with_outputs(
+                    ALREADY_DELIVERED, main="devices"
+                )
+            )
+            self.already_delivered = resolved[ALREADY_DELIVERED]
+            return resolved.devices
         return (
             keyed
             | "GroupByDevice" >> beam.GroupByKey()

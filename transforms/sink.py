@@ -18,6 +18,7 @@ from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.http_client import Outcome, WoopraClient, dead_letter
+from transforms.ledger import LedgerWriter, ledger_key
 from transforms.rate_limit import WorkerThrottle, build_throttle
 from transforms.records import (
     DEAD_LETTER_TAG,
@@ -51,6 +52,8 @@ class DeliverySettings:
     backoff_cap_seconds: float = 30.0
     num_workers: int = 1
     rate_limit_service: str | None = None
+    # SPEC §15: each delivered request's event is recorded here before the device goes on.
+    ledger_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limit < 0:
@@ -93,10 +96,15 @@ class _DeviceLanes:
     """
 
     def __init__(
-        self, pool: ThreadPoolExecutor, deliver: Callable[[WoopraRequest], Outcome]
+        self,
+        pool: ThreadPoolExecutor,
+        deliver: Callable[[WoopraRequest], Outcome],
+        on_delivered: Callable[[Any, WoopraRequest], None] | None = None,
     ) -> None:
         self._pool = pool
         self._deliver = deliver
+        # Called on the lane's thread after each delivery; the lane waits for it.
+        self._on_delivered = on_delivered
         self._cond = threading.Condition()
         self._lanes: dict[Any, deque[tuple[list[WoopraRequest], WindowedValue]]] = {}
         self._done: list[tuple[WindowedValue, Outcome]] = []
@@ -140,6 +148,8 @@ class _DeviceLanes:
                 requests, source = lane[0]
             for request in requests:
                 outcome = self._deliver_safely(request)
+                if outcome.delivered and self._on_delivered is not None:
+                    self._on_delivered(key, request)
                 with self._cond:
                     self._done.append((source, outcome))
             with self._cond:
@@ -207,6 +217,12 @@ class _SendFn(beam.DoFn):
             max_workers=settings.max_in_flight, thread_name_prefix="woopra-send"
         )
         self._max_pending = _PENDING_PER_THREAD * settings.max_in_flight
+        self._ledger = LedgerWriter(settings.ledger_dir) if settings.ledger_dir else None
+
+    def _record_delivered(self, device: Any, request: WoopraRequest) -> None:
+        """Makes a delivered request's event durable in the ledger before the lane goes on."""
+        assert self._ledger is not None
+        self._ledger.commit([(device, ledger_key(request.message_id, request.event))])
 
     def _make_throttle(self) -> WorkerThrottle:
         settings = self._settings
@@ -218,7 +234,8 @@ class _SendFn(beam.DoFn):
         )
 
     def start_bundle(self) -> None:
-        self._lanes = _DeviceLanes(self._pool, self._client.send)
+        record = self._record_delivered if self._ledger is not None else None
+        self._lanes = _DeviceLanes(self._pool, self._client.send, record)
 
     def process(
         self,
@@ -246,6 +263,8 @@ class _SendFn(beam.DoFn):
     def teardown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
+        if self._ledger is not None:
+            self._ledger.close()
 
     def _emit(self, results: list[tuple[WindowedValue, Outcome]]) -> Iterator[Any]:
         """Outputs and counts finished results, in the window and timestamp of their input."""
