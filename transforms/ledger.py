@@ -29,6 +29,8 @@ import apache_beam as beam
 import orjson
 from apache_beam.io import fileio
 from apache_beam.io.fileio import EmptyMatchTreatment
+
+from transforms.visits import sorted_json
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -54,10 +56,7 @@ def ledger_key(message_id: str | None, event: Any) -> str:
     """An event's key within its device: its messageId, else a hash of the event as read."""
     if message_id is not None:
         return message_id
-    text = orjson.dumps(
-        event, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_BIG_INT, default=str
-    )
-    return "sha256:" + hashlib.sha256(text).hexdigest()
+    return "sha256:" + hashlib.sha256(sorted_json(event)).hexdigest()
 
 
 def is_local(path: str) -> bool:

@@ -81,7 +81,7 @@ def needs_action_time(prepared: PreparedEvent) -> DeadLetter | None:
     return None
 
 
-def line_text(line: dict[str, Any]) -> bytes:
+def sorted_json(line: Any) -> bytes:
     """JSON with sorted keys, no spaces, UTF-8 unescaped (SPEC §14)."""
     try:
         return orjson.dumps(line, option=orjson.OPT_SORT_KEYS)
@@ -163,7 +163,7 @@ def build_visits(
     dead: list[DeadLetter] = []
     for project, project_visits in visits.items():
         for visit in project_visits:
-            text = line_text(visit.line())
+            text = sorted_json(visit.line())
             if len(text) > max_line_bytes:
                 detail = f"import line is {len(text)} bytes, over {max_line_bytes}"
                 dead.extend(
