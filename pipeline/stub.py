@@ -14,6 +14,10 @@ Choices worth knowing:
 - Unknown paths get 404, a known path with the wrong method 405; neither draws a fault, so they
   do not shift a seeded sequence. Both are recorded.
 - A dropped connection is closed with SO_LINGER 0: the client gets a TCP reset and not a byte.
+- Import API: with credentials given, a request without that Basic auth is answered 401; with
+  limits, a request arriving while a window of its project is full is answered 429 with the
+  Retry-After that frees it, and does not count; every other request counts in the windows,
+  whatever its answer. Checked in that order, before the fault draw (401 and 429 draw none).
 """
 
 from __future__ import annotations
@@ -418,6 +422,14 @@ def _non_negative(kind: type) -> Any:
     return parse
 
 
+def _limits(text: str) -> str:
+    try:
+        parse_limits(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="woopra-stub",
@@ -446,6 +458,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--import-limits",
+        type=_limits,
         metavar="LIMITS",
         help="import windows per project, e.g. 300/60s,600/3600s (429 when one is full)",
     )
