@@ -101,9 +101,7 @@ def test_spec_14_the_same_input_over_several_shuffled_files_gives_byte_identical
     assert report["balanced"]
 
 
-def test_spec_14_every_event_in_one_accepted_body_and_every_window_held(
-    tmp_path, credentials
-):
+def test_spec_14_every_event_in_one_accepted_body_and_every_window_held(tmp_path, credentials):
     events = visitor_events(visitors=30, visits=2, per_visit=4)
     glob = write_event_files(tmp_path / "in", events, files=3)
     with import_stub(import_limits="4/2s") as stub:
@@ -262,7 +260,8 @@ def test_spec_15_a_second_tracking_run_with_the_same_ledger_sends_nothing(tmp_pa
         assert len(stub.records) == len(events)
         assert main([*args, "--output", str(tmp_path / "out2")]) == 0
         assert len(stub.records) == len(events)
-    assert read_keys(str(ledger)) == {(f"cookie:{e['anonymousId']}", e["messageId"]) for e in events}
+    expected_keys = {(f"cookie:{e['anonymousId']}", e["messageId"]) for e in events}
+    assert read_keys(str(ledger)) == expected_keys
     report = report_of(tmp_path / "out2")
     assert (report["sent"], report["filtered"]) == (0, len(events))
 
@@ -273,7 +272,8 @@ def test_spec_15_a_run_is_refused_while_another_holds_the_ledger(tmp_path, capsy
     glob = write_event_files(tmp_path / "in", visitor_events(1, 1, 1), files=1)
     with LedgerLock(str(tmp_path / "ledger")):
         code = main(["--input", glob, "--ledger", str(tmp_path / "ledger"),
-                     "--woopra_base_url", "http://127.0.0.1:9", "--output", str(tmp_path / "o")])  # fmt: skip
+                     "--woopra_base_url", "http://127.0.0.1:9",
+                     "--output", str(tmp_path / "o")])  # fmt: skip
     assert code == 2
     assert "another run holds the ledger" in capsys.readouterr().err
 

@@ -50,9 +50,7 @@ def test_spec_15_commit_returns_once_the_keys_are_on_disk(tmp_path):
 
 def test_spec_15_concurrent_commits_are_grouped_and_all_durable(tmp_path):
     writer = LedgerWriter(str(tmp_path), interval_seconds=0.05)
-    threads = [
-        threading.Thread(target=writer.commit, args=([("d", f"m{n}")],)) for n in range(40)
-    ]
+    threads = [threading.Thread(target=writer.commit, args=([("d", f"m{n}")],)) for n in range(40)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -106,9 +104,7 @@ def test_spec_15_ledger_keys_join_the_shuffle_and_delivered_events_are_left_out(
         return device, [(e.message_id, e.cv_id) for e in kept]
 
     with beam.Pipeline() as pipeline:
-        resolve = ResolveIdentity(
-            ledger_keys=pipeline | "Ledger" >> ReadLedgerKeys(str(tmp_path))
-        )
+        resolve = ResolveIdentity(ledger_keys=pipeline | "Ledger" >> ReadLedgerKeys(str(tmp_path)))
         devices = pipeline | beam.Create(events) | resolve
         # m2 keeps the identity the delivered identify m1 gave it: stitching saw every event
         assert_that(

@@ -112,7 +112,8 @@ def test_spec_15_import_killed_halfway_and_restarted_repeats_at_most_one_body(tm
     tracked = {e["messageId"] for e in events if e["type"] != "identify"}
     first_bodies = [r for r in killed_records if r["status"] == 200]
     second_bodies = [r for r in records[len(killed_records) :] if r["status"] == 200]
-    assert first_bodies and second_bodies
+    assert first_bodies
+    assert second_bodies
     imported = message_ids_of(accepted_lines(records), events)
     assert set(imported) == tracked  # the rest was sent
     twice = {mid for mid, n in imported.items() if n > 1}
@@ -136,7 +137,8 @@ def test_spec_15_tracking_killed_halfway_and_restarted_repeats_at_most_max_in_fl
     max_in_flight = 4
     with WoopraStub(latency_ms=20) as stub:
         args = ["--input", glob, "--woopra_base_url", stub.url, "--rate_limit", "40",
-                "--max_in_flight", str(max_in_flight), "--ledger", str(tmp_path / "ledger")]  # fmt: skip
+                "--max_in_flight", str(max_in_flight),
+                "--ledger", str(tmp_path / "ledger")]  # fmt: skip
         first = start([*args, "--output", str(tmp_path / "out1")])
         kill_when(first, lambda: len(stub.records) >= len(events) // 2)
         killed = len(stub.records)

@@ -11,9 +11,9 @@ from transforms.records import INVALID_TIMESTAMP, REQUEST_TOO_LARGE
 from transforms.visits import (
     ImportLine,
     build_visits,
-    sorted_json,
     needs_action_time,
     pack_bodies,
+    sorted_json,
 )
 
 SETTINGS = MappingSettings(project_name="demo.example.com")

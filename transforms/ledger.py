@@ -29,10 +29,10 @@ import apache_beam as beam
 import orjson
 from apache_beam.io import fileio
 from apache_beam.io.fileio import EmptyMatchTreatment
-
-from transforms.visits import sorted_json
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from transforms.visits import sorted_json
 
 _LOGGER = logging.getLogger(__name__)
 
