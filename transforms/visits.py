@@ -95,35 +95,46 @@ class _Visit:
     def __init__(self, start: int | None, first_message_id: str | None) -> None:
         self.start = start
         self.first_message_id = first_message_id or ""
-        self.custom: dict[str, Any] = {}
-        self.identity: dict[str, Any] = {}
+        self.visitor: dict[str, Any] = {}
+        self.identity: list[Any] = [None, None, None]  # the last cookie, cv_id, cv_email
         self.visit: dict[str, Any] = {}
         self.actions: list[dict[str, Any]] = []
         self.events: list[tuple[str | None, Any]] = []
 
     def add(self, prepared: PreparedEvent, params: dict[str, Any]) -> None:
         self.events.append((prepared.message_id, prepared.event))
-        for name, value in params.items():
+        visitor = self.visitor
+        properties: dict[str, Any] = {}
+        for name, value in params.items():  # one pass over the parameters
             if name.startswith("cv_"):
-                self.custom[name[3:]] = value
-        for param, key in _VISITOR_IDENTITY:
-            if param in params:
-                self.identity[key] = params[param]
-        for name in _VISIT_PARAMS:
-            if name in params and name not in self.visit:
-                self.visit[name] = params[name]
+                visitor[name[3:]] = value
+            elif name.startswith("ce_"):
+                properties[name[3:]] = value
+        identity = self.identity
+        for index, (param, _) in enumerate(_VISITOR_IDENTITY):
+            value = params.get(param)
+            if value is not None:
+                identity[index] = value
+        visit = self.visit
+        if len(visit) < len(_VISIT_PARAMS):
+            for name in _VISIT_PARAMS:
+                if name not in visit and name in params:
+                    visit[name] = params[name]
         if prepared.event_type != "identify":
-            properties = {
-                name[3:]: value for name, value in params.items() if name.startswith("ce_")
-            }
-            if "referer" in params:
-                properties["referer"] = params["referer"]
+            referer = params.get("referer")
+            if referer is not None:
+                properties["referer"] = referer
             self.actions.append(
                 {"name": params["event"], "time": params["timestamp"], "properties": properties}
             )
 
     def line(self) -> dict[str, Any]:
-        line: dict[str, Any] = {"visitor": {**self.custom, **self.identity}}
+        """The visit's line; the named identity replaces custom keys of the same name."""
+        visitor = self.visitor
+        for (_, key), value in zip(_VISITOR_IDENTITY, self.identity):
+            if value is not None:
+                visitor[key] = value
+        line: dict[str, Any] = {"visitor": visitor}
         if self.actions:
             if self.visit:
                 line["visit"] = self.visit
@@ -138,7 +149,19 @@ def build_visits(
     visit_gap_minutes: float = DEFAULT_VISIT_GAP_MINUTES,
     max_line_bytes: int = DEFAULT_IMPORT_BATCH_BYTES,
 ) -> tuple[list[ImportLine], list[DeadLetter]]:
-    """One device's events (in send order, stitched) cut into visits per project (SPEC §14).
+    """One device's events (in send order, stitched) as visit lines, from the tracking
+    mapping's parameters (`request_of`, without the URL size check)."""
+    mapped = [(event, request_of(event, settings).params) for event in events]
+    return visit_lines(device, mapped, visit_gap_minutes, max_line_bytes)
+
+
+def visit_lines(
+    device: str,
+    mapped: Iterable[tuple[PreparedEvent, dict[str, Any]]],
+    visit_gap_minutes: float = DEFAULT_VISIT_GAP_MINUTES,
+    max_line_bytes: int = DEFAULT_IMPORT_BATCH_BYTES,
+) -> tuple[list[ImportLine], list[DeadLetter]]:
+    """One device's mapped events (in send order) cut into visits per project (SPEC §14).
 
     A new visit starts when an event comes more than the gap after the previous one; an
     identify without a timestamp joins the device's last visit, or makes a visitor update.
@@ -147,7 +170,7 @@ def build_visits(
     gap_ms = visit_gap_minutes * 60_000
     visits: dict[str, list[_Visit]] = {}
     previous_ms: dict[str, int] = {}
-    for prepared in events:
+    for prepared, params in mapped:
         project = prepared.project
         project_visits = visits.setdefault(project, [])
         timestamp = prepared.timestamp_ms
@@ -158,7 +181,7 @@ def build_visits(
             project_visits.append(_Visit(timestamp, prepared.message_id))
         if timestamp is not None:
             previous_ms[project] = timestamp
-        project_visits[-1].add(prepared, request_of(prepared, settings).params)
+        project_visits[-1].add(prepared, params)
     lines: list[ImportLine] = []
     dead: list[DeadLetter] = []
     for project, project_visits in visits.items():
