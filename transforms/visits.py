@@ -131,9 +131,9 @@ class _Visit:
     def line(self) -> dict[str, Any]:
         """The visit's line; the named identity replaces custom keys of the same name."""
         visitor = self.visitor
-        for (_, key), value in zip(_VISITOR_IDENTITY, self.identity):
-            if value is not None:
-                visitor[key] = value
+        for index, (_, key) in enumerate(_VISITOR_IDENTITY):
+            if self.identity[index] is not None:
+                visitor[key] = self.identity[index]
         line: dict[str, Any] = {"visitor": visitor}
         if self.actions:
             if self.visit:
