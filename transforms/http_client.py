@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 import urllib3
+from apache_beam.metrics import Metrics
 from apache_beam.utils.retry import FuzzedExponentialIntervals
 from urllib3.exceptions import (
     HTTPError,
@@ -21,7 +22,14 @@ from urllib3.exceptions import (
 from urllib3.util.retry import Retry
 
 from transforms.rate_limit import WorkerThrottle
-from transforms.records import HTTP_4XX, RETRIES_EXHAUSTED, STAGE_SEND, DeadLetter, WoopraRequest
+from transforms.records import (
+    HTTP_4XX,
+    METRICS_NAMESPACE,
+    RETRIES_EXHAUSTED,
+    STAGE_SEND,
+    DeadLetter,
+    WoopraRequest,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -231,3 +239,21 @@ def _pool_manager(pool_size: int, timeout: float) -> urllib3.PoolManager:
         retries=False,
         timeout=urllib3.Timeout(connect=timeout, read=timeout),
     )
+
+
+class OutcomeCounters:
+    """The delivery figures of the run report, counted from each request's Outcome: both sinks
+    count them alike. Create it in a DoFn's constructor, count on the bundle thread."""
+
+    def __init__(self) -> None:
+        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
+        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
+        self._throttled_ms = Metrics.counter(METRICS_NAMESPACE, "throttled_ms")
+        self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
+
+    def count(self, outcome: Outcome) -> None:
+        self._retries.inc(max(0, outcome.attempts - 1))
+        self._throttled_responses.inc(outcome.throttled_responses)
+        self._throttled_ms.inc(round(outcome.waited_seconds * 1000))
+        for latency in outcome.latencies_ms:
+            self._latency_ms.update(latency)

@@ -23,7 +23,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from urllib3.util import make_headers
 
-from transforms.http_client import Outcome, WoopraClient
+from transforms.http_client import Outcome, OutcomeCounters, WoopraClient
 from transforms.import_limits import DEFAULT_IMPORT_LIMITS, ImportWindows, parse_limits
 from transforms.ledger import LedgerWriter, ledger_key, read_request_log, write_immutable
 from transforms.mapping import DEFAULT_BASE_URL
@@ -168,9 +168,7 @@ class _SendBodiesFn(beam.DoFn):
         self._deferred = Metrics.counter(METRICS_NAMESPACE, "deferred")
         self._requests = Metrics.counter(METRICS_NAMESPACE, "import_requests")
         self._accepted_bodies = Metrics.counter(METRICS_NAMESPACE, "import_bodies_accepted")
-        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
-        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
-        self._throttled_ms = Metrics.counter(METRICS_NAMESPACE, "throttled_ms")
+        self._outcomes = OutcomeCounters()
         self._next_run_after = Metrics.distribution(METRICS_NAMESPACE, "next_run_after_ms")
 
     def setup(self) -> None:
@@ -232,9 +230,7 @@ class _SendBodiesFn(beam.DoFn):
         self, body: ImportBody, outcome: Outcome, throttle: ImportThrottle, pending: list
     ) -> Iterator:
         self._requests.inc(outcome.attempts)
-        self._retries.inc(max(0, outcome.attempts - 1))
-        self._throttled_responses.inc(outcome.throttled_responses)
-        self._throttled_ms.inc(round(outcome.waited_seconds * 1000))
+        self._outcomes.count(outcome)
         if outcome.delivered:
             keys = [(device, ledger_key(mid, event)) for device, mid, event in body.events]
             self._record_attempts(throttle, body.project, keys, body_digest(body))

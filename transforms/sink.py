@@ -17,7 +17,7 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.http_client import Outcome, WoopraClient, dead_letter
+from transforms.http_client import Outcome, OutcomeCounters, WoopraClient, dead_letter
 from transforms.ledger import LedgerWriter, ledger_key
 from transforms.rate_limit import WorkerThrottle, build_throttle
 from transforms.records import (
@@ -197,10 +197,7 @@ class _SendFn(beam.DoFn):
         self._shared_throttle = shared.Shared()
         self._sent = Metrics.counter(METRICS_NAMESPACE, "sent")
         self._send_failures = Metrics.counter(METRICS_NAMESPACE, "send_failures")
-        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
-        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
-        self._throttled_ms = Metrics.counter(METRICS_NAMESPACE, "throttled_ms")
-        self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
+        self._outcomes = OutcomeCounters()
 
     def setup(self) -> None:
         settings = self._settings
@@ -269,11 +266,7 @@ class _SendFn(beam.DoFn):
     def _emit(self, results: list[tuple[WindowedValue, Outcome]]) -> Iterator[Any]:
         """Outputs and counts finished results, in the window and timestamp of their input."""
         for source, outcome in results:
-            self._retries.inc(max(0, outcome.attempts - 1))
-            self._throttled_responses.inc(outcome.throttled_responses)
-            self._throttled_ms.inc(round(outcome.waited_seconds * 1000))
-            for latency in outcome.latencies_ms:
-                self._latency_ms.update(latency)
+            self._outcomes.count(outcome)
             if outcome.dead_letter is None:
                 self._sent.inc()
                 yield source.with_value(outcome.request)
