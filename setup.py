@@ -11,6 +11,7 @@ COMPILED_MODULES = [
     "transforms/fields.py",
     "transforms/mapping.py",
     "transforms/records.py",
+    "transforms/standard_traits.py",
     "transforms/timestamps.py",
     "transforms/useragent.py",
     "transforms/values.py",

@@ -24,7 +24,15 @@ also fills the user-agent cache, as a long-running worker would have it), best o
 `--profile N` adds a cProfile run of map_event over all events and prints the N functions
 with the most own time, ours (transforms/, pipeline/) marked.
 
+`--against REV` compares instead: it builds git revision REV (e.g. `main`) compiled, in a
+temporary directory (bench/revision.py), starts one process with REV's mapping and one with
+the working tree's, each with the same events, and has them time map_event passes in turn
+(REV, tree, tree, REV, ...), `--rounds` each, so that both see the same machine load. It
+prints every pass, and the working tree's speed relative to REV's from the best passes and
+from the median of the paired passes; a change may cost at most 5%.
+
     .venv/bin/python -m bench.bench_mapping [--events N] [--seed S] [--rounds R] [--profile N]
+    .venv/bin/python -m bench.bench_mapping --against main --rounds 10
 """
 
 from __future__ import annotations
@@ -36,10 +44,14 @@ import json
 import os
 import platform
 import pstats
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from transforms import mapping as mapping_module
@@ -49,12 +61,16 @@ from transforms.records import DeadLetter, WoopraRequest
 
 try:
     from bench.events import DEFAULT_SEED, generate_lines
+    from bench.revision import ROOT, build_revision
 except ModuleNotFoundError:  # run as `python bench/bench_mapping.py`
     from events import DEFAULT_SEED, generate_lines
+    from revision import ROOT, build_revision
 
 MAPPING_GOAL = 50_000
 SETTINGS = MappingSettings(project_name="bench")
 OUR_CODE = ("/transforms/", "/pipeline/")
+# How much slower than the revision compared against a change may make map_event.
+ALLOWED_SLOWDOWN = 0.05
 
 
 @dataclass
@@ -153,6 +169,127 @@ def profile_mapping(events: list[dict[str, Any]], top: int) -> None:
     print("  * our code")
 
 
+def load_events(count: int, seed: int) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """The benchmark's raw lines, and the events among them once parsed."""
+    lines = [line.encode("utf-8") for _, line in generate_lines(count, seed)]
+    parsed = [parse_record(line) for line in lines]
+    return lines, [event for event in parsed if isinstance(event, dict)]
+
+
+def serve_passes(count: int, seed: int) -> int:
+    """One side of `--against`: after a warm-up pass, one timed map_event pass per line read
+    from stdin, its elapsed and CPU seconds written back; the first line written says which
+    mapping module runs."""
+    _, events = load_events(count, seed)
+    _map_all(events)
+    print(json.dumps({"module": mapping_module.__file__, "events": len(events)}), flush=True)
+    for _ in sys.stdin:
+        gc.collect()
+        cpu_started, started = time.process_time(), time.perf_counter()
+        _map_all(events)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        print(json.dumps({"elapsed": elapsed, "cpu": cpu}), flush=True)
+    return 0
+
+
+@dataclass
+class _Side:
+    """A process timing one revision's mapping (see serve_passes)."""
+
+    label: str
+    process: subprocess.Popen[str]
+    module: str = ""
+    events: int = 0
+
+    def ready(self) -> None:
+        header = json.loads(self._read_line())
+        self.module, self.events = header["module"], header["events"]
+
+    def timed_pass(self) -> tuple[float, float]:
+        """Elapsed and CPU seconds of one map_event pass."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("run\n")
+        self.process.stdin.flush()
+        timed = json.loads(self._read_line())
+        return timed["elapsed"], timed["cpu"]
+
+    def _read_line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.label} benchmark process stopped")
+        return line
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def _start_side(label: str, cwd: Path, count: int, seed: int) -> _Side:
+    """A serve_passes process in `cwd`: the `transforms` found there is the one it times."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # bench/ itself, from the working tree
+    command = [sys.executable, "-m", "bench.bench_mapping", "--serve"]
+    command += ["--events", str(count), "--seed", str(seed)]
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    return _Side(label, process)
+
+
+def compare_against(revision: str, count: int, seed: int, rounds: int) -> int:
+    """Time map_event of `revision` and of the working tree in turn; 1 if over 5% slower."""
+    print(f"map_event: working tree against {revision} (compiled), {rounds} passes each")
+    with tempfile.TemporaryDirectory(prefix="bench-mapping-") as scratch:
+        started = time.perf_counter()
+        site = build_revision(revision, Path(scratch))
+        print(f"  built {revision} in {time.perf_counter() - started:.0f} s")
+        base = _start_side(revision, site, count, seed)
+        tree = _start_side("working tree", ROOT, count, seed)
+        try:
+            for side, expected_dir in ((base, site), (tree, ROOT)):
+                side.ready()
+                if not Path(side.module).is_relative_to(expected_dir):
+                    raise RuntimeError(f"{side.label} runs {side.module}, not from {expected_dir}")
+                print(f"  {side.label:<14} {side.module}")
+            timings = {base.label: Timing([], []), tree.label: Timing([], [])}
+            for round_number in range(rounds):
+                order = (base, tree) if round_number % 2 == 0 else (tree, base)
+                for side in order:
+                    elapsed, cpu = side.timed_pass()
+                    timings[side.label].elapsed.append(elapsed)
+                    timings[side.label].cpu.append(cpu)
+        finally:
+            base.close()
+            tree.close()
+    events = tree.events
+    print(f"  {events:,} events per pass; seconds of each pass, in pairs:")
+    for kind in ("elapsed", "cpu"):
+        for label, timing in timings.items():
+            runs = getattr(timing, kind)
+            print(f"  {kind:<8}{label:<14} " + " ".join(f"{run:.3f}" for run in runs))
+    print()
+    ratios: dict[str, tuple[float, float]] = {}
+    for kind in ("elapsed", "cpu"):
+        old, new = getattr(timings[base.label], kind), getattr(timings[tree.label], kind)
+        paired = statistics.median(o / n for o, n in zip(old, new, strict=True))
+        ratios[kind] = (min(old) / min(new), paired)
+        for label, runs in ((base.label, old), (tree.label, new)):
+            print(
+                f"  {kind:<8}{label:<14} best {events / min(runs):>9,.0f} events/s"
+                f"   median {events / statistics.median(runs):>9,.0f} events/s"
+            )
+    print()
+    print(f"  working tree speed / {revision} speed (above 1: the working tree is faster)")
+    for kind, (best_ratio, paired_ratio) in ratios.items():
+        print(f"  {kind:<8}best passes {best_ratio:.3f}   median of pairs {paired_ratio:.3f}")
+    # CPU time of the best passes: the least disturbed by other processes on a busy machine.
+    verdict = "PASS" if ratios["cpu"][0] >= 1 - ALLOWED_SLOWDOWN else "MISS"
+    print(f"  verdict on cpu best passes: allowed >= {1 - ALLOWED_SLOWDOWN:.2f}   {verdict}")
+    print(f"  load average at the end: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
+    return 0 if verdict == "PASS" else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -161,12 +298,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="Also print a cProfile top N."
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="Compare map_event with git revision REV's, passes interleaved.",
+    )
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve:
+        return serve_passes(args.events, args.seed)
+    if args.against:
+        return compare_against(args.against, args.events, args.seed, args.rounds)
 
     started = time.perf_counter()
-    lines = [line.encode("utf-8") for _, line in generate_lines(args.events, args.seed)]
-    parsed = [parse_record(line) for line in lines]
-    events = [event for event in parsed if isinstance(event, dict)]
+    lines, events = load_events(args.events, args.seed)
     prepared = [prepare_event(event, SETTINGS) for event in events]
     valid = [event for event in prepared if not isinstance(event, DeadLetter)]
     built = [build_request(event, SETTINGS) for event in valid]

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import transforms
-from transforms import fields, mapping, records, timestamps, useragent, values
+from transforms import fields, mapping, records, standard_traits, timestamps, useragent, values
 
 ROOT = Path(__file__).resolve().parent.parent
-MAPPING_MODULES = (fields, mapping, records, timestamps, useragent, values)
+MAPPING_MODULES = (fields, mapping, records, standard_traits, timestamps, useragent, values)
 
 # Maps testdata/events.jsonl with whichever `transforms` comes first on sys.path, one line per
 # event: the request's JSON, or the dead letter's reason and detail (filters are not applied).

@@ -29,6 +29,7 @@ from transforms.records import (
     DeadLetter,
     WoopraRequest,
 )
+from transforms.standard_traits import CONSUMED_TRAIT_KEYS, add_standard_visitor_params
 from transforms.timestamps import InvalidTimestampError, event_timestamp_ms
 from transforms.useragent import browser_of
 from transforms.values import flatten_into
@@ -37,12 +38,17 @@ DEFAULT_BASE_URL = "https://www.woopra.com"
 SUPPORTED_TYPES = ("identify", "track", "page", "screen")
 MAX_URL_BYTES = 8000
 WOOPRA_ID_TYPE = "woopraid"
-# Keys of `traits` that feed named parameters instead of `cv_<key>` (SPEC §5).
-_TRAITS_NOT_COPIED = frozenset({"userId", "id", "company"})
+# Keys of `traits` that feed named parameters instead of `cv_<key>` (SPEC §5, §5a).
+_TRAITS_NOT_COPIED = frozenset({"userId", "id", "company"}) | CONSUMED_TRAIT_KEYS
 # Page properties that fall back to `context.page` when missing or null (SPEC §6).
 _PAGE_FALLBACK_KEYS = ("url", "title", "referrer", "search", "path")
 # Named parameters read from `context.<key>.<field>` (SPEC §5).
 _CONTEXT_PARAMS = (("device", "device", "type"), ("app", "app", "name"), ("os", "os", "name"))
+# Page parameters from `context.page`, unless the flattened properties give them (SPEC §5a).
+_PAGE_REFERRING_DOMAINS = (
+    ("ce_page_referring_domain", "referring_domain"),
+    ("ce_page_initial_referring_domain", "initial_referring_domain"),
+)
 
 
 @dataclass
@@ -199,17 +205,20 @@ def request_of(prepared: PreparedEvent, settings: MappingSettings) -> WoopraRequ
     event = prepared.event
     event_type = prepared.event_type
     params: dict[str, Any] = {"project": prepared.project}
+    properties = as_object(event.get("properties"))
     if event_type == "identify":
         endpoint = settings.identify_endpoint
-        _add_visitor_params(params, prepared, settings)
+        _add_visitor_params(params, prepared, properties, settings)
     else:
         endpoint = settings.track_endpoint
         params["event"] = event_name_of(event_type, event)
-        _add_visitor_params(params, prepared, settings)
-        properties = as_object(event.get("properties"))
+        _add_visitor_params(params, prepared, properties, settings)
         if event_type == "page":
-            properties = _with_page_fallbacks(properties, event)
-        flatten_into(params, "ce_", properties)
+            page = as_object(path(event, "context", "page"))
+            flatten_into(params, "ce_", _with_page_fallbacks(properties, page))
+            _add_page_referring_domains(params, page)
+        else:
+            flatten_into(params, "ce_", properties)
         if event_type != "track":
             referer = _referer_of(event_type, event)
             if referer is not None:
@@ -235,9 +244,12 @@ def event_name_of(event_type: str, event: dict[str, Any]) -> str:
 
 
 def _add_visitor_params(
-    params: dict[str, Any], prepared: PreparedEvent, settings: MappingSettings
+    params: dict[str, Any],
+    prepared: PreparedEvent,
+    properties: dict[str, Any],
+    settings: MappingSettings,
 ) -> None:
-    """Custom `cv_` traits, then the named parameters, which replace them (SPEC §5)."""
+    """Custom `cv_` traits, then the named parameters, which replace them (SPEC §5, §5a)."""
     event = prepared.event
     traits, context, context_traits = traits_and_context(event)
     if context_traits:
@@ -265,6 +277,7 @@ def _add_visitor_params(
         )
         if company is not None:
             params["cv_company"] = company
+    add_standard_visitor_params(params, traits, context, context_traits, properties)
     for param, key, field_name in _CONTEXT_PARAMS:
         holder = context.get(key)
         if type(holder) is dict:
@@ -285,15 +298,24 @@ def _company_name(company: Any) -> Any:
     return company.get("name") if isinstance(company, dict) else company
 
 
-def _with_page_fallbacks(properties: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+def _with_page_fallbacks(properties: dict[str, Any], page: dict[str, Any]) -> dict[str, Any]:
     """A page's properties, with missing url, title, referrer, search, path from context.page."""
-    page = as_object(path(event, "context", "page"))
     fallback = {
         key: page[key]
         for key in _PAGE_FALLBACK_KEYS
         if properties.get(key) is None and page.get(key) is not None
     }
     return {**properties, **fallback} if fallback else properties
+
+
+def _add_page_referring_domains(params: dict[str, Any], page: dict[str, Any]) -> None:
+    """A page's referring domains from context.page, where its properties gave none."""
+    if page:
+        for param, key in _PAGE_REFERRING_DOMAINS:
+            if param not in params:
+                value = non_empty(page.get(key))
+                if value is not None:
+                    params[param] = value
 
 
 def _referer_of(event_type: str, event: dict[str, Any]) -> str | None:
