@@ -169,7 +169,7 @@ def test_spec_14_identify_without_timestamp_joins_the_last_visit():
     assert len(lines) == 2
     assert "id" not in json.loads(lines[0].text)["visitor"]
     assert json.loads(lines[1].text)["visitor"]["id"] == "u9"
-    assert [mid for mid, _ in lines[1].events] == ["anon-1-001", "i9"]
+    assert [event.message_id for event in lines[1].events] == ["anon-1-001", "i9"]
 
 
 def test_spec_14_identify_without_timestamp_alone_is_a_visitor_only_line():

@@ -36,7 +36,7 @@ class ImportLine:
     order: tuple[bool, int, str]
     text: bytes
     actions: int
-    events: list[tuple[str | None, Any]] = field(default_factory=list, repr=False)
+    events: list[PreparedEvent] = field(default_factory=list, repr=False)
 
     @property
     def sort_key(self) -> tuple[str, str, bool, int, str, bytes]:
@@ -62,7 +62,11 @@ class ImportBody:
     @property
     def events(self) -> list[tuple[str, str | None, Any]]:
         """(device, messageId, event) of every event in the body."""
-        return [(line.device, mid, event) for line in self.lines for mid, event in line.events]
+        return [
+            (line.device, event.message_id, event.event)
+            for line in self.lines
+            for event in line.events
+        ]
 
     def halves(self) -> tuple[ImportBody, ImportBody]:
         """The first ceil(n/2) lines and the rest, as the answer to a 413 asks."""
@@ -99,10 +103,10 @@ class _Visit:
         self.identity: list[Any] = [None, None, None]  # the last cookie, cv_id, cv_email
         self.visit: dict[str, Any] = {}
         self.actions: list[dict[str, Any]] = []
-        self.events: list[tuple[str | None, Any]] = []
+        self.events: list[PreparedEvent] = []
 
     def add(self, prepared: PreparedEvent, params: dict[str, Any]) -> None:
-        self.events.append((prepared.message_id, prepared.event))
+        self.events.append(prepared)
         visitor = self.visitor
         properties: dict[str, Any] = {}
         for name, value in params.items():  # one pass over the parameters
@@ -190,8 +194,8 @@ def visit_lines(
             if len(text) > max_line_bytes:
                 detail = f"import line is {len(text)} bytes, over {max_line_bytes}"
                 dead.extend(
-                    DeadLetter(mid, STAGE_MAP, REQUEST_TOO_LARGE, detail, event)
-                    for mid, event in visit.events
+                    DeadLetter(e.message_id, STAGE_MAP, REQUEST_TOO_LARGE, detail, e.event)
+                    for e in visit.events
                 )
                 continue
             order = (visit.start is None, visit.start or 0, visit.first_message_id)
