@@ -307,3 +307,22 @@ def test_spec_14_the_secret_is_in_no_file_or_log_a_run_writes(tmp_path):
     texts += [p.read_text(errors="replace") for p in written]
     assert all(form not in text for form in secret_forms for text in texts)
     assert all(form[:10] not in text for form in secret_forms for text in texts)
+
+
+def test_spec_14_one_sender_stopped_by_the_limits_stops_the_others(tmp_path, credentials):
+    events = visitor_events(6, 1, 3, project="a.example.com")
+    events += visitor_events(6, 1, 3, project="b.example.com")
+    glob = write_event_files(tmp_path / "in", events, files=2)
+    with import_stub() as stub:
+        code = main(
+            import_args(glob, tmp_path / "out", "--woopra_base_url", stub.url,
+                        "--import_batch_bytes", "400", "--import_limits", "1/60s",
+                        "--max_wait_seconds", "5", "--ledger", str(tmp_path / "ledger"))
+        )  # fmt: skip
+        records = stub.records
+    assert code == 3
+    # the first project sends one body and stops at its second; the other sends nothing
+    assert len(records) == 1
+    report = report_of(tmp_path / "out")
+    assert report["sent"] == records[0]["body_lines"] * 3
+    assert report["sent"] + report["deferred"] == len(events)
