@@ -326,3 +326,26 @@ def test_spec_14_one_sender_stopped_by_the_limits_stops_the_others(tmp_path, cre
     report = report_of(tmp_path / "out")
     assert report["sent"] == records[0]["body_lines"] * 3
     assert report["sent"] + report["deferred"] == len(events)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mode", "import", "--sink", "file", "--import_limits", "300/60x"], "not a limit"),
+        (["--plan_only"], "--plan_only is for --mode import"),
+        (["--mode", "import", "--sink", "file", "--import_batch_bytes", "0"], "at least 1"),
+        (["--mode", "import", "--sink", "file", "--visit_gap_minutes", "0"], "positive"),
+    ],
+)
+def test_spec_16_import_settings_that_cannot_work_are_refused_with_exit_2(
+    tmp_path, capsys, flags, message
+):
+    glob = write_event_files(tmp_path / "in", visitor_events(1, 1, 1), files=1)
+    assert main(["--input", glob, "--output", str(tmp_path / "out"), *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_spec_15_streaming_refuses_a_ledger(capsys):
+    code = main(["--input_subscription", "projects/p/subscriptions/s", "--ledger", "/tmp/x"])
+    assert code == 2
+    assert "--ledger is for batch runs" in capsys.readouterr().err
