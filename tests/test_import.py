@@ -16,7 +16,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.stub import WoopraStub
 from tests.helpers import load_json_lines, read_json_lines, visitor_events, write_event_files
-from transforms.ledger import read_keys
+from transforms.ledger import LedgerWriter, read_keys
 
 APP_ID = "app-7d1c"
 SECRET = "s3cr3t-9f2e-never-printed"
@@ -349,3 +349,20 @@ def test_spec_15_streaming_refuses_a_ledger(capsys):
     code = main(["--input_subscription", "projects/p/subscriptions/s", "--ledger", "/tmp/x"])
     assert code == 2
     assert "--ledger is for batch runs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["track", "import"])
+def test_spec_15_the_file_sink_reads_the_ledger_and_never_writes_it(tmp_path, mode):
+    events = visitor_events(4, 1, 3)
+    glob = write_event_files(tmp_path / "in", events, files=1)
+    ledger = tmp_path / "ledger"
+    writer = LedgerWriter(str(ledger))
+    writer.commit([("cookie:anon-00000", e["messageId"]) for e in events[:3]])
+    writer.close()
+    before = sorted(p.relative_to(ledger) for p in ledger.rglob("*"))
+    args = ["--input", glob, "--mode", mode, "--sink", "file", "--ledger", str(ledger)]
+    assert main([*args, "--output", str(tmp_path / "out")]) == 0
+    assert sorted(p.relative_to(ledger) for p in ledger.rglob("*")) == before
+    report = report_of(tmp_path / "out")
+    assert report["filtered_reasons"] == {"already_delivered": 3}
+    assert report["sent"] == len(events) - 3
