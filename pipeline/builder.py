@@ -20,13 +20,16 @@ from transforms.map_to_woopra import MapToWoopra, ValidateEvents
 from transforms.mapping import MappingSettings
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_TAG
+from transforms.redact import redact_url
 from transforms.sink import DeliverySettings, WriteToWoopra
 
 
 def mapping_settings(options: WoopraOptions) -> MappingSettings:
+    base_url = options.woopra_base_url
     return MappingSettings(
         project_name=options.project_name,
-        base_url=options.woopra_base_url,
+        # A dry run writes its endpoints: without the credentials a URL may hold.
+        base_url=redact_url(base_url) if options.sink == "file" else base_url,
         idle_timeout_ms=options.idle_timeout_ms,
     )
 
@@ -49,6 +52,8 @@ def delivery_settings(options: PipelineOptions) -> DeliverySettings:
         max_retry_seconds=woopra.max_retry_seconds,
         num_workers=max(workers.max_num_workers or 0, workers.num_workers or 0, 1),
         rate_limit_service=woopra.rate_limit_service,
+        circuit_open_seconds=woopra.circuit_open_seconds,
+        circuit_retry_seconds=woopra.circuit_open_seconds if is_streaming(options) else None,
         ledger_dir=woopra.ledger,
     )
 
@@ -56,6 +61,7 @@ def delivery_settings(options: PipelineOptions) -> DeliverySettings:
 def streaming_settings(options: WoopraOptions) -> StreamingSettings:
     return StreamingSettings(
         max_buffering_seconds=options.max_buffering_seconds,
+        max_buffering_wait_seconds=options.max_buffering_wait_seconds,
         identity_ttl_seconds=options.identity_ttl,
         dedup_window_seconds=options.dedup_window,
     )

@@ -13,14 +13,21 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.builder import build_pipeline
+from pipeline.exit_codes import exit_code, failures
+from pipeline.graceful_stop import StopSignal, graceful_stop
 from pipeline.local_runner import local_streaming_fixes
-from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
+from pipeline.options import (
+    LOCAL_BATCH_RUNNER,
+    LOCAL_STREAMING_RUNNER,
+    WoopraOptions,
+    is_streaming,
+)
 from pipeline.report import (
     build_report,
     counters_of,
     format_progress,
     format_report,
-    next_run_after_of,
+    report_of,
     write_report,
 )
 from transforms.import_limits import longest_window_seconds, parse_limits
@@ -53,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     except (LedgerLockedError, ValueError) as err:
         print(f"woopra-pipeline: {err}", file=sys.stderr)
         return 2
-    with ledger, local_streaming_fixes() if local_streaming else contextlib.nullcontext():
+    # A graceful stop needs the sink in this process: a local batch run sending to Woopra.
+    local_batch = runner in (LOCAL_BATCH_RUNNER, "DirectRunner") and not is_streaming(options)
+    graceful = local_batch and woopra.sink == "woopra"
+    stopping = graceful_stop() if graceful else contextlib.nullcontext(StopSignal())
+    streaming_fixes = local_streaming_fixes() if local_streaming else contextlib.nullcontext()
+    with ledger, streaming_fixes, stopping as stop:
         started = time.monotonic()
         result = pipeline.run()
         if is_streaming(options) and not local_streaming:
@@ -66,18 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         if woopra.plan_only:
             _LOGGER.info("plan written to %s; nothing sent (--plan_only)", woopra.output)
             return 0
-        metrics = result.metrics()
-        report = build_report(
-            counters_of(metrics), time.monotonic() - started, next_run_after_of(metrics)
-        )
+        report = report_of(result.metrics(), time.monotonic() - started)
+    report["interrupted"] = None if stop.number is None else signal.Signals(stop.number).name
     if report["input"] == 0 and not local_streaming:
         _LOGGER.warning("no events were read: does --input match any file?")
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    if not (report["balanced"] or local_streaming):
-        return 1
-    return 3 if report["deferred"] else 0
+    if local_streaming:  # stopped on purpose; what was not acknowledged is delivered again
+        return 0
+    for line in failures(report, woopra.circuit_open_seconds):
+        print(f"woopra-pipeline: {line}", file=sys.stderr)
+    return exit_code(report, stop.number)
 
 
 def hold_ledger(woopra: WoopraOptions) -> contextlib.AbstractContextManager:

@@ -94,6 +94,12 @@ class WoopraOptions(PipelineOptions):
             "--rate_limit_service",
             help="host:port of an Envoy rate limit service for one limit across workers.",
         )
+        sink.add_argument(
+            "--circuit_open_seconds",
+            type=float,
+            default=60.0,
+            help="Stop sending once every request failed (connection error, 5xx) for this long.",
+        )
 
         backfill = parser.add_argument_group("import and ledger")
         backfill.add_argument(
@@ -164,6 +170,12 @@ class WoopraOptions(PipelineOptions):
             default=30.0,
             help="How often a streaming run logs its counts.",
         )
+        streaming.add_argument(
+            "--max_buffering_wait_seconds",
+            type=float,
+            default=30.0,
+            help="Longest wait of a device's buffer while its events keep coming.",
+        )
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -197,6 +209,7 @@ def validate(options: PipelineOptions) -> None:
         raise ValueError("--rate_limit must be 0 (no cap) or positive")
     if not 0 < woopra.max_buffering_seconds < math.inf:
         raise ValueError("--max_buffering_seconds must be a positive number")
+    validate_ranges(woopra)
     if woopra.dead_letter_topic and not is_streaming(options):
         raise ValueError("--dead_letter_topic is for streaming; batch runs write files")
     if woopra.input and woopra.input.lower().endswith(".avro.gz"):
@@ -239,6 +252,27 @@ def validate_backfill(options: PipelineOptions) -> None:
         raise ValueError(
             f"--mode import sends with {APP_ID_ENV} and {SECRET_KEY_ENV} from the environment: "
             "set both (or use --sink file or --plan_only)"
+        )
+
+
+# Beam's backoff (FuzzedExponentialIntervals) takes at most 10,000 retries after the first try.
+MAX_ATTEMPTS = 10_001
+
+
+def validate_ranges(woopra: WoopraOptions) -> None:
+    """Numbers within what they can mean: NaN, infinities and negative times are refused."""
+    if woopra.max_attempts > MAX_ATTEMPTS:
+        raise ValueError(f"--max_attempts must be at most {MAX_ATTEMPTS:,}")
+    if not 0 <= woopra.rate_limit < math.inf:
+        raise ValueError("--rate_limit must be 0 (no cap) or a finite positive number")
+    if woopra.idle_timeout_ms is not None and woopra.idle_timeout_ms < 0:
+        raise ValueError("--idle_timeout_ms must not be negative")
+    for name in ("max_retry_seconds", "circuit_open_seconds", "report_interval_seconds"):
+        if not 0 < getattr(woopra, name) < math.inf:
+            raise ValueError(f"--{name} must be a finite positive number")
+    if not woopra.max_buffering_seconds <= woopra.max_buffering_wait_seconds < math.inf:
+        raise ValueError(
+            "--max_buffering_wait_seconds must be finite and at least --max_buffering_seconds"
         )
 
 

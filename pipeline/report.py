@@ -10,6 +10,8 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricResults, MetricsFilter
 
+from pipeline.file_records import DAMAGED_FILES_METRIC
+from transforms.circuit import UNREACHABLE_SERVICES, circuit_open_metric
 from transforms.file_sink import dead_letter_metric
 from transforms.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE
 
@@ -54,6 +56,22 @@ def next_run_after_of(metrics: MetricResults) -> str | None:
     return moment.isoformat(timespec="seconds")
 
 
+def damaged_files_of(metrics: MetricResults) -> list[str]:
+    """The input files that could not be read to their end, in order."""
+    name_filter = MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(DAMAGED_FILES_METRIC)
+    files: set[str] = set()
+    for result in metrics.query(name_filter).get(MetricResults.STRINGSETS, []):
+        files.update(result.committed or result.attempted or ())
+    return sorted(files)
+
+
+def report_of(metrics: MetricResults, elapsed_seconds: float) -> dict[str, Any]:
+    """The run report from a pipeline result's metrics."""
+    report = build_report(counters_of(metrics), elapsed_seconds, next_run_after_of(metrics))
+    report["damaged_files"] = damaged_files_of(metrics)
+    return report
+
+
 def build_report(
     counters: dict[str, int], elapsed_seconds: float, next_run_after: str | None = None
 ) -> dict[str, Any]:
@@ -78,6 +96,10 @@ def build_report(
         report["sent"] + report["filtered"] + report["dead_lettered"] + report["deferred"]
     )
     report.update({name: counters[name] for name in _DELIVERY_COUNTERS if name in counters})
+    report["damaged_files"] = []
+    report["unreachable"] = [
+        service for service in UNREACHABLE_SERVICES if counters.get(circuit_open_metric(service))
+    ]
     report["elapsed_seconds"] = round(elapsed_seconds, 3)
     if elapsed_seconds > 0:
         report["sent_per_second"] = round(report["sent"] / elapsed_seconds, 1)
@@ -122,6 +144,10 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append(f"  elapsed        {report['elapsed_seconds']:>10} s")
     if "sent_per_second" in report:
         lines.append(f"  achieved rate  {report['sent_per_second']:>10} requests/s")
+    lines += [f"  damaged file   {path}" for path in report.get("damaged_files", [])]
+    lines += [f"  unreachable    {service}" for service in report.get("unreachable", [])]
+    if report.get("interrupted"):
+        lines.append(f"  interrupted by {report['interrupted']}")
     verdict = "counts add up" if report["balanced"] else "COUNTS DO NOT ADD UP"
     lines.append(f"  {verdict}: sent + filtered + dead-lettered = input")
     return "\n".join(lines)

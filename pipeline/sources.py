@@ -12,10 +12,18 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.coders import coders
 from apache_beam.io import fileio
-from apache_beam.io.avroio import ReadAllFromAvro
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadAllFromText
+
+from pipeline.file_records import (
+    UNREADABLE_TAG,
+    CheckOpensFn,
+    ReadRecordsFn,
+    is_compressed,
+    open_event_file,
+    read_avro_records,
+    read_json_lines,
+)
+from transforms.records import DeadLetter
 
 JSONL, JSON, AVRO = "jsonl", "json", "avro"
 FORMATS = (JSONL, JSON, AVRO)
@@ -42,7 +50,7 @@ def read_json_file(file_path: str) -> Iterator[bytes]:
     anything else is one record. NaN and Infinity are let through here so that ParseEvents
     dead-letters exactly the element that has them; so is text that is not UTF-8.
     """
-    with FileSystems.open(file_path, compression_type=CompressionTypes.AUTO) as handle:
+    with open_event_file(file_path) as handle:
         first = handle.readline()
         while first and first.isspace():
             first = handle.readline()
@@ -91,15 +99,21 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def avro_record_to_json(record: dict[str, Any]) -> bytes:
-    """An Avro record as the JSON text of the event it holds."""
+def avro_record_to_json(record: dict[str, Any] | DeadLetter) -> bytes | DeadLetter:
+    """An Avro record as the JSON text of the event it holds (a damaged file's dead letter
+    passes through)."""
+    if isinstance(record, DeadLetter):
+        return record
     return json.dumps(record, default=_json_default, separators=(",", ":")).encode("utf-8")
 
 
 class ReadEventFiles(beam.PTransform):
     """Every record of the files matching a glob, as bytes, whatever their format.
 
-    JSON lines go through ReadAllFromText, so large files are split across workers.
+    Plain JSON lines go through ReadAllFromText, so large files are split across workers;
+    compressed, JSON and Avro files are read whole by one worker each. A file that cannot be
+    read to its end gives what it could, then its `unreadable_file` dead letter among the
+    records (see pipeline/file_records.py).
     """
 
     def __init__(self, file_pattern: str, input_format: str = "auto") -> None:
@@ -114,14 +128,30 @@ class ReadEventFiles(beam.PTransform):
             | "MatchFiles" >> fileio.MatchFiles(self.file_pattern)
             | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
         )
-        jsonl, json_files, avro = paths | "ByFormat" >> beam.Partition(
-            lambda file_path, _: FORMATS.index(format_of(file_path, input_format)), len(FORMATS)
+        jsonl, json_files, avro, compressed_jsonl = paths | "ByFormat" >> beam.Partition(
+            lambda file_path, _: _reader_index(file_path, input_format), len(FORMATS) + 1
+        )
+        plain_jsonl = jsonl | "CheckOpens" >> beam.ParDo(CheckOpensFn()).with_outputs(
+            UNREADABLE_TAG, main="paths"
         )
         return (
-            jsonl | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder()),
-            json_files | "ReadJsonFiles" >> beam.FlatMap(read_json_file),
-            avro | "ReadAvro" >> ReadAllFromAvro() | "AvroToJson" >> beam.Map(avro_record_to_json),
+            plain_jsonl.paths | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder()),
+            plain_jsonl[UNREADABLE_TAG],
+            compressed_jsonl
+            | "ReadCompressedJsonLines" >> beam.ParDo(ReadRecordsFn(read_json_lines)),
+            json_files | "ReadJsonFiles" >> beam.ParDo(ReadRecordsFn(read_json_file)),
+            avro
+            | "ReadAvro" >> beam.ParDo(ReadRecordsFn(read_avro_records))
+            | "AvroToJson" >> beam.Map(avro_record_to_json),
         ) | "AllRecords" >> beam.Flatten()
+
+
+def _reader_index(file_path: str, input_format: str) -> int:
+    """The reader of a file: by format, and compressed JSON lines apart (read whole)."""
+    file_format = format_of(file_path, input_format)
+    if file_format == JSONL and is_compressed(file_path):
+        return len(FORMATS)
+    return FORMATS.index(file_format)
 
 
 class ReadPubSubMessages(beam.PTransform):

@@ -30,6 +30,10 @@ MAX_BYTES_PARSED_FOR_ID = 1024 * 1024
 # The raw text kept in a dead letter of an over-size line.
 MAX_DEAD_LETTER_TEXT = 1024 * 1024
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A file or message may start with a UTF-8 byte order mark; JSON readers may ignore it (RFC 8259).
+UTF8_BOM = b"\xef\xbb\xbf"
+# The messageId of a line that is not valid JSON, when its text still shows one.
+_MESSAGE_ID_TEXT = re.compile(rb'"messageId"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
@@ -100,6 +104,8 @@ def _raw_text(data: bytes) -> str:
 def parse_record(record: bytes | str) -> dict[str, Any] | DeadLetter | None:
     """The event in one line or message; None for a blank line, which is not an event."""
     data = record.encode("utf-8", errors="surrogatepass") if isinstance(record, str) else record
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
     if not data or data.isspace():
         return None
     if len(data) > MAX_EVENT_BYTES:
@@ -107,11 +113,28 @@ def parse_record(record: bytes | str) -> dict[str, Any] | DeadLetter | None:
     try:
         value = loads_strict(data)
     except InvalidEventError as err:
-        return DeadLetter(None, STAGE_PARSE, INVALID_JSON, str(err), event=_raw_text(data))
+        message_id = readable_message_id(data)
+        return DeadLetter(message_id, STAGE_PARSE, INVALID_JSON, str(err), event=_raw_text(data))
     if not isinstance(value, dict):
         detail = f"a JSON {_JSON_KINDS.get(type(value), 'null')}, not an object"
         return DeadLetter(None, STAGE_PARSE, NOT_AN_OBJECT, detail, event=value)
     return value
+
+
+def readable_message_id(data: bytes) -> str | None:
+    """The messageId of a record that is not a valid event, when it can still be read: from
+    the JSON with NaN and the like allowed, else from its text (a line cut short, bad UTF-8).
+    """
+    with contextlib.suppress(ValueError, RecursionError):
+        message_id = message_id_of(json.loads(data.decode("utf-8")))
+        if message_id is not None:
+            return message_id
+    match = _MESSAGE_ID_TEXT.search(data)
+    if match is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return message_id_of({"messageId": json.loads(b'"' + match.group(1) + b'"')})
+    return None
 
 
 def _too_large(data: bytes) -> DeadLetter:
@@ -129,8 +152,9 @@ class _ParseFn(beam.DoFn):
     def __init__(self) -> None:
         self.input_events = Metrics.counter(METRICS_NAMESPACE, "input")
 
-    def process(self, record: bytes | str):
-        parsed = parse_record(record)
+    def process(self, record: bytes | str | DeadLetter):
+        # A file that could not be read to its end sends its dead letter among its records.
+        parsed = record if isinstance(record, DeadLetter) else parse_record(record)
         if parsed is None:
             return
         self.input_events.inc()

@@ -17,6 +17,13 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.circuit import (
+    RATE_LIMIT_SERVICE,
+    UNREACHABLE_SERVICES,
+    WOOPRA,
+    CircuitBreaker,
+    circuit_open_metric,
+)
 from transforms.http_client import Outcome, OutcomeCounters, WoopraClient, dead_letter
 from transforms.ledger import LedgerWriter, ledger_key
 from transforms.rate_limit import WorkerThrottle, build_throttle
@@ -40,7 +47,9 @@ class DeliverySettings:
     """How the sink sends: rate and concurrency caps, retries, timeouts (SPEC §10).
 
     `num_workers` is the number of worker processes sharing `rate_limit` when no
-    `rate_limit_service` (Envoy RLS "host:port") holds the global cap.
+    `rate_limit_service` (Envoy RLS "host:port") holds the global cap. Once every request
+    failed for `circuit_open_seconds`, the sink stops trying; with `circuit_retry_seconds`
+    (streaming) it tries again that long after.
     """
 
     rate_limit: float = 0.0
@@ -52,6 +61,8 @@ class DeliverySettings:
     backoff_cap_seconds: float = 30.0
     num_workers: int = 1
     rate_limit_service: str | None = None
+    circuit_open_seconds: float = 60.0
+    circuit_retry_seconds: float | None = None
     # SPEC §15: each delivered request's event is recorded here before the device goes on.
     ledger_dir: str | None = None
 
@@ -61,7 +72,7 @@ class DeliverySettings:
         for name in ("max_in_flight", "max_attempts", "num_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_retry_seconds", "timeout_seconds"):
+        for name in ("max_retry_seconds", "timeout_seconds", "circuit_open_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("backoff_base_seconds", "backoff_cap_seconds"):
@@ -195,6 +206,11 @@ class _SendFn(beam.DoFn):
     def __init__(self, settings: DeliverySettings) -> None:
         self._settings = settings
         self._shared_throttle = shared.Shared()
+        self._shared_breaker = shared.Shared()
+        self._circuit_open = {
+            service: Metrics.counter(METRICS_NAMESPACE, circuit_open_metric(service))
+            for service in UNREACHABLE_SERVICES
+        }
         self._sent = Metrics.counter(METRICS_NAMESPACE, "sent")
         self._send_failures = Metrics.counter(METRICS_NAMESPACE, "send_failures")
         self._outcomes = OutcomeCounters()
@@ -202,6 +218,7 @@ class _SendFn(beam.DoFn):
     def setup(self) -> None:
         settings = self._settings
         self._throttle = self._shared_throttle.acquire(self._make_throttle)
+        self._breaker = self._shared_breaker.acquire(lambda: self._make_breaker(WOOPRA))
         self._client = WoopraClient(
             self._throttle,
             max_attempts=settings.max_attempts,
@@ -209,6 +226,7 @@ class _SendFn(beam.DoFn):
             timeout_seconds=settings.timeout_seconds,
             backoff_base_seconds=settings.backoff_base_seconds,
             backoff_cap_seconds=settings.backoff_cap_seconds,
+            breaker=self._breaker,
         )
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_in_flight, thread_name_prefix="woopra-send"
@@ -228,6 +246,13 @@ class _SendFn(beam.DoFn):
             num_workers=settings.num_workers,
             max_in_flight=settings.max_in_flight,
             rate_limit_service=settings.rate_limit_service,
+            rate_limit_service_breaker=self._make_breaker(RATE_LIMIT_SERVICE),
+        )
+
+    def _make_breaker(self, service: str) -> CircuitBreaker:
+        settings = self._settings
+        return CircuitBreaker(
+            service, settings.circuit_open_seconds, settings.circuit_retry_seconds
         )
 
     def start_bundle(self) -> None:
@@ -272,4 +297,6 @@ class _SendFn(beam.DoFn):
                 yield source.with_value(outcome.request)
             else:
                 self._send_failures.inc()
+                if outcome.circuit_open is not None:
+                    self._circuit_open[outcome.circuit_open].inc()
                 yield TaggedOutput(DEAD_LETTER_TAG, source.with_value(outcome.dead_letter))
