@@ -157,3 +157,29 @@ def test_spec_15_tracking_killed_halfway_and_restarted_repeats_at_most_max_in_fl
     report = json.loads((tmp_path / "out2" / "report.json").read_text())
     assert report["sent"] + report["filtered"] == len(events)
     assert report["filtered_reasons"]["already_delivered"] >= killed - max_in_flight
+
+
+def test_spec_16_sigterm_stops_an_import_waiting_for_its_slot_with_the_rest_interrupted(
+    tmp_path,
+):
+    events = visitor_events(visitors=30, visits=1, per_visit=3)
+    glob = write_event_files(tmp_path / "in", events, files=1)
+    with import_stub() as stub:
+        run = start(["--input", glob, "--mode", "import", "--woopra_base_url", stub.url,
+                     "--import_limits", "1/30s", "--import_batch_bytes", "600",
+                     "--output", str(tmp_path / "out")])  # fmt: skip
+        deadline = time.monotonic() + 120
+        while not stub.records:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1)  # the sender now waits 29 s for its next slot
+        stopped_at = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        code, output = finish(run)
+        assert time.monotonic() - stopped_at < 20
+        assert len(stub.records) == 1
+    assert code == 143, output[-3000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["sent"] == stub.records[0]["body_lines"] * 3
+    assert report["dead_letter_reasons"] == {"interrupted": len(events) - report["sent"]}
+    assert report["balanced"]

@@ -36,6 +36,7 @@ from transforms.records import (
     DeadLetter,
     WoopraRequest,
 )
+from transforms.stop import wait_for_stop
 from transforms.visits import ImportBody
 
 _LOGGER = logging.getLogger(__name__)
@@ -118,7 +119,9 @@ class ImportThrottle:
         while (wait := (slot - _now_ms()) / 1000) > 0:
             if self._should_stop():
                 raise ImportDeferredError(slot)
-            time.sleep(min(wait, _MAX_SLEEP_SECONDS))
+            # A graceful stop of the run ends the wait; the client then sends nothing.
+            if wait_for_stop(min(wait, _MAX_SLEEP_SECONDS)):
+                return True
         return True
 
     def release(self) -> None:
