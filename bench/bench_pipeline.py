@@ -331,7 +331,7 @@ def _run_pipeline_side(input_path: Path, run_dir: Path, attempt: int) -> Side | 
     if not report_path.exists():
         _failed("woopra-pipeline", measurement)
         return None
-    return Side(measurement, json.loads(report_path.read_text())["elapsed_seconds"], output_dir)
+    return Side(measurement, json.loads(report_path.read_text())["wall_seconds"], output_dir)
 
 
 def _failed(name: str, measurement: Measurement) -> None:

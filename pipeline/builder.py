@@ -9,6 +9,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 
 from pipeline.options import WoopraOptions, apply_defaults, is_streaming, validate
 from pipeline.plan import MakePlan
+from pipeline.replay import ReadDeadLetters
 from pipeline.sources import ReadEventFiles, ReadPubSubMessages
 from transforms.file_sink import WriteDeadLetters, WriteRequests
 from transforms.filtering import FilterEvents, FilterSettings
@@ -124,6 +125,8 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         records = pipeline | "ReadEvents" >> ReadPubSubMessages(
             woopra.input_subscription, woopra.input_topic
         )
+    elif woopra.dead_letters:
+        records = pipeline | "ReadEvents" >> ReadDeadLetters(woopra.dead_letters, woopra.reason)
     else:
         records = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
     parsed = records | "ParseEvents" >> ParseEvents()

@@ -9,9 +9,18 @@ import sys
 import threading
 import time
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
+from pipeline.arguments import (
+    HELP_FLAGS,
+    PROG,
+    UserError,
+    check_flags,
+    help_text,
+    normalize_switches,
+)
 from pipeline.builder import build_pipeline
 from pipeline.exit_codes import exit_code, failures
 from pipeline.graceful_stop import StopSignal, graceful_stop
@@ -22,12 +31,14 @@ from pipeline.options import (
     WoopraOptions,
     is_streaming,
 )
+from pipeline.preflight import check_run
+from pipeline.progress import Progress
 from pipeline.report import (
     build_report,
     counters_of,
     format_progress,
     format_report,
-    report_of,
+    run_report,
     write_report,
 )
 from transforms.import_limits import longest_window_seconds, parse_limits
@@ -37,51 +48,80 @@ from transforms.ledger_lock import LedgerLock, LedgerLockedError
 _LOGGER = logging.getLogger("woopra")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, wait: bool = True) -> int:
     """Run to the end and print the report; a local streaming run goes on until Ctrl-C/SIGTERM.
 
-    A streaming job on a remote runner (Dataflow) is submitted and left running there.
+    A streaming job on a remote runner (Dataflow) is submitted and left running there, and so
+    is a batch job when not `wait` (the Flex Template launcher only submits). A user error
+    (an unknown flag, a missing input, ...) is one line on stderr and exit 2.
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    options = PipelineOptions(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in HELP_FLAGS for arg in args):
+        print(help_text())
+        return 0
     try:
+        options = parse_command_line(args)
         pipeline = build_pipeline(options)
-    except ValueError as err:
-        print(f"woopra-pipeline: {err}", file=sys.stderr)
+        check_run(options)
+    except (UserError, ValueError) as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 2
+    return run(pipeline, options, wait)
+
+
+def parse_command_line(args: list[str]) -> PipelineOptions:
+    """`[replay] --flag value ...` as options, every flag checked (UserError if unknown)."""
+    replay = bool(args) and args[0] == "replay"
+    if replay:
+        args = args[1:]
+    args = normalize_switches(args)
+    check_flags(args)
+    options = PipelineOptions(args)
+    if replay and not options.view_as(WoopraOptions).dead_letters:
+        raise UserError("replay needs --dead_letters GLOB (the dead-letter files to send again)")
+    return options
+
+
+def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) -> int:
+    """Runs the pipeline, shows progress, prints and writes the report; the exit code."""
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
     try:
         ledger = hold_ledger(woopra)
     except (LedgerLockedError, ValueError) as err:
-        print(f"woopra-pipeline: {err}", file=sys.stderr)
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 2
+    local_batch = not is_streaming(options) and runner in (LOCAL_BATCH_RUNNER, "DirectRunner")
     # A graceful stop needs the sink in this process: a local batch run sending to Woopra.
-    local_batch = runner in (LOCAL_BATCH_RUNNER, "DirectRunner") and not is_streaming(options)
     graceful = local_batch and woopra.sink == "woopra"
     stopping = graceful_stop() if graceful else contextlib.nullcontext(StopSignal())
     streaming_fixes = local_streaming_fixes() if local_streaming else contextlib.nullcontext()
     with ledger, streaming_fixes, stopping as stop:
         started = time.monotonic()
-        result = pipeline.run()
-        if is_streaming(options) and not local_streaming:
-            _LOGGER.info("streaming job submitted to %s; it runs until stopped there", runner)
-            return 0
-        if local_streaming:
-            follow_streaming(result, woopra.report_interval_seconds, started)
-        else:
-            result.wait_until_finish()
+        with Progress(woopra.report_interval_seconds) if local_batch else contextlib.nullcontext():
+            result = pipeline.run()
+            if is_streaming(options) and not local_streaming:
+                _LOGGER.info("streaming job submitted to %s; it runs until stopped there", runner)
+                return 0
+            if not wait:
+                _LOGGER.info("job submitted to %s; its report is in that runner's metrics", runner)
+                return 0
+            if local_streaming:
+                follow_streaming(result, woopra.report_interval_seconds, started)
+            else:
+                result.wait_until_finish()
         if woopra.plan_only:
             _LOGGER.info("plan written to %s; nothing sent (--plan_only)", woopra.output)
             return 0
-        report = report_of(result.metrics(), time.monotonic() - started)
+        report = run_report(result, time.monotonic() - started, woopra.output)
     report["interrupted"] = None if stop.number is None else signal.Signals(stop.number).name
     if report["input"] == 0 and not local_streaming:
-        _LOGGER.warning("no events were read: does --input match any file?")
+        _LOGGER.warning("no events were read: do the files hold any?")
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)

@@ -7,6 +7,7 @@ import math
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
+from pipeline.replay import KNOWN_REASONS
 from transforms.import_limits import DEFAULT_IMPORT_LIMITS, parse_limits
 from transforms.import_sink import APP_ID_ENV, SECRET_KEY_ENV, credentials_from_environment
 from transforms.mapping import DEFAULT_BASE_URL
@@ -38,7 +39,9 @@ class WoopraOptions(PipelineOptions):
 
         mapping = parser.add_argument_group("mapping")
         mapping.add_argument("--project_name", help="Woopra project when an event names none.")
-        mapping.add_argument("--woopra_base_url", default=DEFAULT_BASE_URL)
+        mapping.add_argument(
+            "--woopra_base_url", default=DEFAULT_BASE_URL, help="Where requests are sent."
+        )
         mapping.add_argument(
             "--idle_timeout_ms", type=int, help="Sent as `timeout` with every request."
         )
@@ -80,7 +83,9 @@ class WoopraOptions(PipelineOptions):
             default=100.0,
             help="Requests per second across all workers; 0 for no cap.",
         )
-        sink.add_argument("--max_in_flight", type=int, default=32)
+        sink.add_argument(
+            "--max_in_flight", type=int, default=32, help="Concurrent requests per worker."
+        )
         sink.add_argument(
             "--max_attempts", type=int, default=6, help="Tries per request, the first included."
         )
@@ -168,7 +173,19 @@ class WoopraOptions(PipelineOptions):
             "--report_interval_seconds",
             type=float,
             default=30.0,
-            help="How often a streaming run logs its counts.",
+            help="How often a run logs its counts (a batch run on a terminal shows them live).",
+        )
+
+        replay = parser.add_argument_group("replay (woopra-pipeline replay)")
+        replay.add_argument(
+            "--dead_letters",
+            help="Glob of dead-letter files of earlier runs whose events are sent again.",
+        )
+        replay.add_argument(
+            "--reason",
+            action="append",
+            default=[],
+            help="Replay only dead letters of this reason code (repeatable; default all).",
         )
         streaming.add_argument(
             "--max_buffering_wait_seconds",
@@ -195,12 +212,28 @@ def duration_seconds(text: str) -> float:
     return seconds
 
 
+def duration_text(seconds: float) -> str:
+    """The shortest `duration_seconds` text for a number of seconds: 2592000 as `30d`."""
+    for unit, size in sorted(_DURATION_UNITS.items(), key=lambda item: -item[1]):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def validate(options: PipelineOptions) -> None:
     """Reject contradictory settings before anything runs."""
     woopra = options.view_as(WoopraOptions)
-    sources = [woopra.input, woopra.input_subscription, woopra.input_topic]
+    sources = [woopra.input, woopra.input_subscription, woopra.input_topic, woopra.dead_letters]
     if sum(source is not None for source in sources) != 1:
-        raise ValueError("give exactly one of --input, --input_subscription, --input_topic")
+        raise ValueError(
+            "give exactly one of --input, --input_subscription, --input_topic"
+            " (or replay --dead_letters)"
+        )
+    unknown_reasons = sorted(set(woopra.reason) - KNOWN_REASONS)
+    if unknown_reasons:
+        raise ValueError(f"--reason {unknown_reasons[0]} is not a dead-letter reason code")
+    if woopra.reason and not woopra.dead_letters:
+        raise ValueError("--reason chooses what replay --dead_letters sends again")
     if woopra.allow_event and woopra.deny_event:
         raise ValueError("--allow_event and --deny_event cannot be combined")
     if woopra.max_in_flight < 1 or woopra.max_attempts < 1:

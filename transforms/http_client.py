@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 
 import urllib3
-from apache_beam.metrics import Metrics
 from apache_beam.utils.retry import FuzzedExponentialIntervals
 from urllib3.exceptions import (
     HTTPError,
@@ -26,7 +25,6 @@ from transforms.rate_limit import WorkerThrottle
 from transforms.records import (
     HTTP_4XX,
     INTERRUPTED,
-    METRICS_NAMESPACE,
     RETRIES_EXHAUSTED,
     STAGE_SEND,
     DeadLetter,
@@ -84,10 +82,11 @@ class Outcome:
     attempts: int
     status: int | None
     throttled_responses: int = 0
-    waited_seconds: float = 0.0
     latencies_ms: tuple[int, ...] = ()
     # The service whose open circuit ended the request, if one did.
     circuit_open: str | None = None
+    # The answer to each attempt: its HTTP status, or None when no answer came (SPEC §16).
+    statuses: tuple[int | None, ...] = ()
 
     @property
     def delivered(self) -> bool:
@@ -173,8 +172,8 @@ class WoopraClient:
             )
         )
         attempts = throttled = 0
-        waited = 0.0
         latencies: list[int] = []
+        statuses: list[int | None] = []
         status: int | None = None
 
         def outcome(
@@ -189,23 +188,20 @@ class WoopraClient:
                 attempts,
                 status,
                 throttled,
-                waited,
                 tuple(latencies),
-                circuit_open,
+                circuit_open=circuit_open,
+                statuses=tuple(statuses),
             )
 
         while True:
             if stop_requested():
                 return outcome(INTERRUPTED, INTERRUPTED_DETAIL)
-            wait_started = time.monotonic()
             try:
                 if self._breaker is not None:
                     self._breaker.check()
                 acquired = self._throttle.acquire(deadline)
             except CircuitOpenError as error:
                 return outcome(RETRIES_EXHAUSTED, error.detail, error.service)
-            finally:
-                waited += time.monotonic() - wait_started
             if not acquired:
                 return outcome(RETRIES_EXHAUSTED, "rate limit wait exceeded the retry time budget")
             if stop_requested() or self._circuit_is_open():
@@ -215,6 +211,7 @@ class WoopraClient:
             sent_at = time.monotonic()
             response, error = self._attempt(request, body, headers)
             latencies.append(round((time.monotonic() - sent_at) * 1000))
+            statuses.append(None if response is None else response.status)
             if response is None:
                 status = retry_after = None
                 detail = describe_error(error)
@@ -298,20 +295,3 @@ def _pool_manager(pool_size: int, timeout: float) -> urllib3.PoolManager:
         timeout=urllib3.Timeout(connect=timeout, read=timeout),
     )
 
-
-class OutcomeCounters:
-    """The delivery figures of the run report, counted from each request's Outcome: both sinks
-    count them alike. Create it in a DoFn's constructor, count on the bundle thread."""
-
-    def __init__(self) -> None:
-        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
-        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
-        self._throttled_ms = Metrics.counter(METRICS_NAMESPACE, "throttled_ms")
-        self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
-
-    def count(self, outcome: Outcome) -> None:
-        self._retries.inc(max(0, outcome.attempts - 1))
-        self._throttled_responses.inc(outcome.throttled_responses)
-        self._throttled_ms.inc(round(outcome.waited_seconds * 1000))
-        for latency in outcome.latencies_ms:
-            self._latency_ms.update(latency)

@@ -23,10 +23,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from urllib3.util import make_headers
 
-from transforms.http_client import Outcome, OutcomeCounters, WoopraClient
+from transforms.http_client import Outcome, WoopraClient
 from transforms.import_limits import DEFAULT_IMPORT_LIMITS, ImportWindows, parse_limits
 from transforms.ledger import LedgerWriter, ledger_key, read_request_log, write_immutable
 from transforms.mapping import DEFAULT_BASE_URL
+from transforms.rate_limit import HeldBackClock
 from transforms.records import (
     DEAD_LETTER_TAG,
     HTTP_4XX,
@@ -36,6 +37,7 @@ from transforms.records import (
     DeadLetter,
     WoopraRequest,
 )
+from transforms.sink import THROTTLED_WALL_MS, OutcomeCounters
 from transforms.stop import wait_for_stop
 from transforms.visits import ImportBody
 
@@ -107,6 +109,8 @@ class ImportThrottle:
         self._should_stop = should_stop
         self._paused_until_ms = 0
         self.ended_ms: list[int] = []
+        # Wall time spent waiting for slots and 429 pauses (the report's throttled_seconds).
+        self.held_back = HeldBackClock()
 
     def acquire(self, deadline: float) -> bool:
         now = _now_ms()
@@ -116,12 +120,13 @@ class ImportThrottle:
             if (slot - now) / 1000 > self.max_wait_seconds:
                 raise ImportDeferredError(slot)
         slot = self.windows.reserve(earliest)
-        while (wait := (slot - _now_ms()) / 1000) > 0:
-            if self._should_stop():
-                raise ImportDeferredError(slot)
-            # A graceful stop of the run ends the wait; the client then sends nothing.
-            if wait_for_stop(min(wait, _MAX_SLEEP_SECONDS)):
-                return True
+        with self.held_back:
+            while (wait := (slot - _now_ms()) / 1000) > 0:
+                if self._should_stop():
+                    raise ImportDeferredError(slot)
+                # A graceful stop of the run ends the wait; the client then sends nothing.
+                if wait_for_stop(min(wait, _MAX_SLEEP_SECONDS)):
+                    return True
         return True
 
     def release(self) -> None:
@@ -172,6 +177,7 @@ class _SendBodiesFn(beam.DoFn):
         self._requests = Metrics.counter(METRICS_NAMESPACE, "import_requests")
         self._accepted_bodies = Metrics.counter(METRICS_NAMESPACE, "import_bodies_accepted")
         self._outcomes = OutcomeCounters()
+        self._throttled_wall_ms = Metrics.counter(METRICS_NAMESPACE, THROTTLED_WALL_MS)
         self._next_run_after = Metrics.distribution(METRICS_NAMESPACE, "next_run_after_ms")
 
     def setup(self) -> None:
@@ -234,6 +240,7 @@ class _SendBodiesFn(beam.DoFn):
     ) -> Iterator:
         self._requests.inc(outcome.attempts)
         self._outcomes.count(outcome)
+        self._throttled_wall_ms.inc(round(throttle.held_back.take_seconds() * 1000))
         if outcome.delivered:
             keys = [(device, ledger_key(mid, event)) for device, mid, event in body.events]
             self._record_attempts(throttle, body.project, keys, body_digest(body))

@@ -9,13 +9,12 @@ import re
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from transforms.mapping import message_id_of
+from transforms.progress import ProgressCounter
 from transforms.records import (
     DEAD_LETTER_TAG,
     INVALID_JSON,
-    METRICS_NAMESPACE,
     NOT_AN_OBJECT,
     STAGE_PARSE,
     TOO_LARGE,
@@ -150,7 +149,7 @@ def _too_large(data: bytes) -> DeadLetter:
 
 class _ParseFn(beam.DoFn):
     def __init__(self) -> None:
-        self.input_events = Metrics.counter(METRICS_NAMESPACE, "input")
+        self.input_events = ProgressCounter("input")
 
     def process(self, record: bytes | str | DeadLetter):
         # A file that could not be read to its end sends its dead letter among its records.

@@ -250,17 +250,57 @@ def _answers(service_address: str, timeout_seconds: float) -> bool:
     return True
 
 
+class HeldBackClock:
+    """Wall time during which at least one thread was waiting, however many waited at once.
+
+    Summing each request's wait instead would count one second of a 32-thread pause as 32.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._since = 0.0
+        self._untaken = 0.0
+
+    def __enter__(self) -> HeldBackClock:
+        with self._lock:
+            if self._waiting == 0:
+                self._since = self._clock()
+            self._waiting += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._waiting -= 1
+            if self._waiting == 0:
+                self._untaken += self._clock() - self._since
+
+    def take_seconds(self) -> float:
+        """The held-back time not taken before, a wait still going on included up to now."""
+        with self._lock:
+            now = self._clock()
+            taken = self._untaken
+            if self._waiting:
+                taken += now - self._since
+                self._since = now
+            self._untaken = 0.0
+        return taken
+
+
 class WorkerThrottle:
     """Everything a sending thread waits on before one attempt: an in-flight slot, then the rate.
 
     The slot comes first so that threads released together by the in-flight cap still leave
-    at the paced rate.
+    at the paced rate. `held_back` measures the wall time threads spent waiting on the rate
+    cap and 429 pauses (not on the in-flight cap, which is concurrency, not throttling).
     """
 
     def __init__(self, limiter: Limiter, max_in_flight: int) -> None:
         self.limiter = limiter
         self.max_in_flight = max_in_flight
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        self.held_back = HeldBackClock()
 
     def acquire(self, deadline: float) -> bool:
         """Takes an in-flight slot and a rate token; holds nothing when False or raising."""
@@ -268,7 +308,8 @@ class WorkerThrottle:
             return False
         granted = False
         try:
-            granted = self.limiter.acquire(deadline)
+            with self.held_back:
+                granted = self.limiter.acquire(deadline)
             return granted
         finally:
             if not granted:

@@ -24,8 +24,9 @@ from transforms.circuit import (
     CircuitBreaker,
     circuit_open_metric,
 )
-from transforms.http_client import Outcome, OutcomeCounters, WoopraClient, dead_letter
+from transforms.http_client import Outcome, WoopraClient, dead_letter
 from transforms.ledger import LedgerWriter, ledger_key
+from transforms.progress import ProgressCounter
 from transforms.rate_limit import WorkerThrottle, build_throttle
 from transforms.records import (
     DEAD_LETTER_TAG,
@@ -35,6 +36,45 @@ from transforms.records import (
 )
 
 _LOGGER = logging.getLogger(__name__)
+
+# The counters of Woopra's answers are `http_<status>`; an attempt without one is this.
+HTTP_STATUS_PREFIX = "http_"
+DROPPED = "dropped"
+# Wall time this worker's sender was held back by the rate cap or a 429 pause, in ms.
+THROTTLED_WALL_MS = "throttled_wall_ms"
+
+
+def http_status_metric(status: int | None) -> str:
+    """The counter of one kind of answer: `http_200`, `http_429`, `http_dropped` (no answer)."""
+    return HTTP_STATUS_PREFIX + (DROPPED if status is None else str(status))
+
+
+class OutcomeCounters:
+    """The report's delivery figures from each request's Outcome (retries, 429s, latency,
+    answers by status), counted alike by both sinks. Made in a DoFn's constructor, counted on
+    the bundle thread."""
+
+    def __init__(self) -> None:
+        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
+        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
+        self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
+        self._answers: dict[int | None, Any] = {}
+
+    def count(self, outcome: Outcome) -> None:
+        self._retries.inc(max(0, outcome.attempts - 1))
+        self._throttled_responses.inc(outcome.throttled_responses)
+        for latency in outcome.latencies_ms:
+            self._latency_ms.update(latency)
+        for status in outcome.statuses:
+            self._answer_counter(status).inc()
+
+    def _answer_counter(self, status: int | None) -> Any:
+        counter = self._answers.get(status)
+        if counter is None:
+            counter = Metrics.counter(METRICS_NAMESPACE, http_status_metric(status))
+            self._answers[status] = counter
+        return counter
+
 
 # Longest single wait of the bundle thread for the sending threads.
 _WAIT_SLICE_SECONDS = 1.0
@@ -211,8 +251,9 @@ class _SendFn(beam.DoFn):
             service: Metrics.counter(METRICS_NAMESPACE, circuit_open_metric(service))
             for service in UNREACHABLE_SERVICES
         }
-        self._sent = Metrics.counter(METRICS_NAMESPACE, "sent")
+        self._sent = ProgressCounter("sent")
         self._send_failures = Metrics.counter(METRICS_NAMESPACE, "send_failures")
+        self._throttled_wall_ms = Metrics.counter(METRICS_NAMESPACE, THROTTLED_WALL_MS)
         self._outcomes = OutcomeCounters()
 
     def setup(self) -> None:
@@ -290,6 +331,7 @@ class _SendFn(beam.DoFn):
 
     def _emit(self, results: list[tuple[WindowedValue, Outcome]]) -> Iterator[Any]:
         """Outputs and counts finished results, in the window and timestamp of their input."""
+        self._throttled_wall_ms.inc(round(self._throttle.held_back.take_seconds() * 1000))
         for source, outcome in results:
             self._outcomes.count(outcome)
             if outcome.dead_letter is None:
