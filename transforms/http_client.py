@@ -294,4 +294,3 @@ def _pool_manager(pool_size: int, timeout: float) -> urllib3.PoolManager:
         retries=False,
         timeout=urllib3.Timeout(connect=timeout, read=timeout),
     )
-
