@@ -31,6 +31,11 @@ whether woopra-pipeline's report adds up. The report's counts are checked agains
 generator wrote and against the lines in the output files.
 
     .venv/bin/python -m bench.bench_pipeline [--events N] [--seed S] [--repeat K] [--keep]
+
+`--warehouse` compares instead the same events as RudderStack warehouse tables exported to
+Avro (bench/warehouse_export.py), read with `--warehouse_table auto`, against them as JSON
+lines, both through woopra-pipeline, alternating: the throughput ratio (warehouse / JSON
+lines, goal >= 0.8) of the fastest runs, and of each interleaved pair.
 """
 
 from __future__ import annotations
@@ -54,14 +59,18 @@ from typing import Any
 import apache_beam as beam
 
 try:
-    from bench.events import GENERATOR_VERSION, write_jsonl
+    from bench.events import GENERATOR_VERSION, generate_events, write_jsonl
+    from bench.warehouse_export import write_export
 except ModuleNotFoundError:  # run as `python bench/bench_pipeline.py`
-    from events import GENERATOR_VERSION, write_jsonl
+    from events import GENERATOR_VERSION, generate_events, write_jsonl
+    from warehouse_export import write_export
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "bench" / "data"
 THROUGHPUT_GOAL = 0.6
 MEMORY_GOAL = 2.0
+# --warehouse: the Avro warehouse tables against JSON lines of the same events.
+WAREHOUSE_GOAL = 0.8
 # Reading a few VmRSS lines is cheap; a scan of /proc for descendants costs a few ms of CPU,
 # which the benchmark's two cores should not pay 20 times a second.
 POLL_SECONDS = 0.05
@@ -322,16 +331,99 @@ def _run_floor_side(input_path: Path, run_dir: Path, attempt: int) -> Side | Non
     return Side(measurement, run_seconds, output_dir)
 
 
-def _run_pipeline_side(input_path: Path, run_dir: Path, attempt: int) -> Side | None:
-    output_dir = run_dir / f"woopra-{attempt}"
-    command = [sys.executable, "-m", "pipeline", "--input", str(input_path)]
+def _run_pipeline_side(
+    input_path: Path | str, run_dir: Path, attempt: int, *flags: str, name: str = "woopra"
+) -> Side | None:
+    output_dir = run_dir / f"{name}-{attempt}"
+    command = [sys.executable, "-m", "pipeline", "--input", str(input_path), *flags]
     command += ["--sink", "file", "--output", str(output_dir), "--project_name", "bench"]
-    measurement = run_measured(command, run_dir, f"woopra-{attempt}")
+    measurement = run_measured(command, run_dir, f"{name}-{attempt}")
     report_path = output_dir / "report.json"
     if not report_path.exists():
         _failed("woopra-pipeline", measurement)
         return None
     return Side(measurement, json.loads(report_path.read_text())["wall_seconds"], output_dir)
+
+
+# --- --warehouse: Avro warehouse tables against JSON lines of the same events ---------------
+
+
+def warehouse_inputs(data_dir: Path, n: int, seed: int) -> tuple[Path, Path, dict[str, Any]]:
+    """The events as JSON lines and as Avro warehouse tables, written once and reused."""
+    folder = data_dir / f"warehouse-{n}-seed{seed}-v{GENERATOR_VERSION}"
+    marker_path = folder / "marker.json"
+    jsonl = folder / "events.jsonl"
+    if marker_path.exists():
+        return jsonl, folder / "tables", json.loads(marker_path.read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    events = list(generate_events(n, seed))
+    with open(jsonl, "w", encoding="utf-8") as handle:
+        for event in events:
+            handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+    marker = {"events": n, "seed": seed, "rows": write_export(events, folder / "tables")}
+    marker_path.write_text(json.dumps(marker, indent=2) + "\n")
+    return jsonl, folder / "tables", marker
+
+
+def run_warehouse(args: argparse.Namespace) -> int:
+    """Both sides in turn, `--repeat` times; the fastest of each counts."""
+    started = time.monotonic()
+    jsonl, tables, marker = warehouse_inputs(args.data_dir, args.events, args.seed)
+    print("woopra-pipeline warehouse benchmark: Avro warehouse tables vs JSON lines")
+    print(
+        f"  input     {marker['events']:,} events; {len(marker['rows'])} tables "
+        f"(prepared in {time.monotonic() - started:.1f} s)"
+    )
+    print(flush=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=args.data_dir))
+    sides: dict[str, list[Side]] = {"jsonl": [], "warehouse": []}
+    for attempt in range(1, args.repeat + 1):
+        print(f"run {attempt}/{args.repeat}: JSON lines ... ({_load()})", flush=True)
+        lines = _run_pipeline_side(jsonl, run_dir, attempt, name="jsonl")
+        print(f"run {attempt}/{args.repeat}: warehouse tables ... ({_load()})", flush=True)
+        rows = _run_pipeline_side(
+            f"{tables}/*/*.avro", run_dir, attempt, "--warehouse_table", "auto", name="warehouse"
+        )
+        if lines is None or rows is None:
+            return 1
+        sides["jsonl"].append(lines)
+        sides["warehouse"].append(rows)
+        print(
+            f"  JSON lines {lines.run_seconds:.1f} s, warehouse {rows.run_seconds:.1f} s: "
+            f"ratio {lines.run_seconds / rows.run_seconds:.2f} ({_load()})",
+            flush=True,
+        )
+    best = {name: min(runs, key=lambda side: side.run_seconds) for name, runs in sides.items()}
+    reports = {
+        name: json.loads((side.output_dir / "report.json").read_text())
+        for name, side in best.items()
+    }
+    print()
+    print(f"  {'':<24}{'JSON lines':>14}{'warehouse':>14}")
+    for label, value in (
+        ("run time (pipeline)", lambda side: f"{side.run_seconds:.1f} s"),
+        ("CPU time (user+sys)", lambda side: f"{side.measurement.cpu_seconds:.1f} s"),
+        ("events/s (run time)", lambda side: _rate(args.events, side.run_seconds)),
+        ("peak RSS (wait4)", lambda side: _mib(side.measurement.max_rss_kib)),
+    ):
+        print(f"  {label:<24}{value(best['jsonl']):>14}{value(best['warehouse']):>14}")
+    for name in ("input", "sent", "filtered", "dead_lettered"):
+        print(f"  {name:<24}{reports['jsonl'][name]:>14,}{reports['warehouse'][name]:>14,}")
+    ratio = best["jsonl"].run_seconds / best["warehouse"].run_seconds
+    ratios = [a.run_seconds / b.run_seconds for a, b in zip(*sides.values(), strict=True)]
+    print()
+    print(
+        f"  throughput ratio (warehouse/JSON lines, fastest runs)  {ratio:5.2f}"
+        f"   goal >= {WAREHOUSE_GOAL}   {_verdict(ratio >= WAREHOUSE_GOAL)}"
+    )
+    print(f"  per interleaved pair: {', '.join(f'{r:.2f}' for r in ratios)}")
+    cpu = best["jsonl"].measurement.cpu_seconds / best["warehouse"].measurement.cpu_seconds
+    print(f"  on CPU time (least moved by other work on the machine): {cpu:.2f}")
+    if not args.keep:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    balanced = all(report["balanced"] for report in reports.values())
+    return 0 if balanced and reports["warehouse"]["input"] == args.events else 1
 
 
 def _failed(name: str, measurement: Measurement) -> None:
@@ -403,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="Runs of each side, alternating; the fastest counts."
     )
     parser.add_argument("--keep", action="store_true", help="Keep both sides' output files.")
+    parser.add_argument(
+        "--warehouse",
+        action="store_true",
+        help="Compare the events as Avro warehouse tables with the same events as JSON lines.",
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--floor-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
@@ -412,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.floor_only:
         print(json.dumps(run_floor(args.input, args.output)))
         return 0
+    if args.warehouse:
+        return run_warehouse(args)
 
     started = time.monotonic()
     input_path, marker, reused = events_file(args.data_dir, args.events, args.seed)

@@ -14,6 +14,11 @@ from pipeline.sources import ReadEventFiles, ReadPubSubMessages
 from transforms.file_sink import WriteDeadLetters, WriteRequests
 from transforms.filtering import FilterEvents, FilterSettings
 from transforms.identity import ResolveIdentity, StreamingSettings
+from transforms.identity_state import (
+    IdentityStateSettings,
+    new_generation,
+    newest_generation_files,
+)
 from transforms.import_bodies import BuildVisits, PackBodies, VisitSettings, WriteImportBodies
 from transforms.import_sink import ImportSettings, SendImportBodies
 from transforms.ledger import ReadLedgerKeys
@@ -23,6 +28,7 @@ from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_TAG
 from transforms.redact import redact_url
 from transforms.sink import DeliverySettings, WriteToWoopra
+from transforms.warehouse import RowsToEvents
 
 
 def mapping_settings(options: WoopraOptions) -> MappingSettings:
@@ -112,6 +118,20 @@ def add_import(devices, options: PipelineOptions, resolve: ResolveIdentity) -> l
     return dead_letters
 
 
+def identity_state_settings(options: WoopraOptions) -> IdentityStateSettings | None:
+    """Where this run's identities come from and go (SPEC §13); the generation it writes is
+    chosen here, once, and kept in the options for the launcher to publish."""
+    if not options.identity_state:
+        return None
+    if not options.identity_state_generation:
+        options.identity_state_generation = new_generation(options.identity_state)
+    return IdentityStateSettings(
+        previous_files=tuple(newest_generation_files(options.identity_state)),
+        generation=options.identity_state_generation,
+        ttl_seconds=options.identity_ttl,
+    )
+
+
 def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """Read, parse, filter, validate, resolve identity, map, deliver; dead letters to files."""
     validate(options)
@@ -127,9 +147,17 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         )
     elif woopra.dead_letters:
         records = pipeline | "ReadEvents" >> ReadDeadLetters(woopra.dead_letters, woopra.reason)
+    elif woopra.warehouse_table:
+        rows = pipeline | "ReadEvents" >> ReadEventFiles(
+            woopra.input, woopra.input_format, with_filename=True
+        )
+        # Rows become events in the same fused step that reads them (parsed as ParseEvents
+        # would): rows of Avro and Parquet are costly to encode between steps, events less so.
+        parsed = rows | "RowsToEvents" >> RowsToEvents(woopra.warehouse_table, woopra.input)
     else:
         records = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
-    parsed = records | "ParseEvents" >> ParseEvents()
+    if not woopra.warehouse_table:
+        parsed = records | "ParseEvents" >> ParseEvents()
     events = parsed.events | "FilterEvents" >> FilterEvents(filter_settings(woopra))
     importing = woopra.mode == "import"
     validated = events | "ValidateEvents" >> ValidateEvents(mapping, require_action_time=importing)
@@ -139,6 +167,7 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     resolve = ResolveIdentity(
         stitch_identity=not woopra.no_stitch_identity,
         streaming=streaming_settings(woopra) if streaming else None,
+        identity_state=identity_state_settings(woopra),
         ledger_keys=ledger_keys,
     )
     devices = validated.prepared | "ResolveIdentity" >> resolve

@@ -41,6 +41,7 @@ from pipeline.report import (
     run_report,
     write_report,
 )
+from transforms.identity_state import publish_generation
 from transforms.import_limits import longest_window_seconds, parse_limits
 from transforms.ledger import compact
 from transforms.ledger_lock import LedgerLock, LedgerLockedError
@@ -129,7 +130,11 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
         return 0
     for line in failures(report, woopra.circuit_open_seconds):
         print(f"woopra-pipeline: {line}", file=sys.stderr)
-    return exit_code(report, stop.number)
+    code = exit_code(report, stop.number)
+    if code == 0 and woopra.identity_state:  # only a run that did its job leaves its identities
+        publish_generation(woopra.identity_state, woopra.identity_state_generation)
+        _LOGGER.info("identity state: %s published", woopra.identity_state_generation)
+    return code
 
 
 def hold_ledger(woopra: WoopraOptions) -> contextlib.AbstractContextManager:

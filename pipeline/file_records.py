@@ -17,6 +17,8 @@ from typing import IO, Any
 
 import apache_beam as beam
 import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -71,6 +73,29 @@ def read_avro_records(file_path: str) -> Iterator[dict[str, Any]]:
     """The records of an Avro file (compressed inside, by its codec)."""
     with FileSystems.open(file_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         yield from fastavro.reader(handle)
+
+
+def _microsecond_timestamps(table: pa.Table) -> pa.Table:
+    """The table with nanosecond timestamps cut to microseconds, which Python's datetime holds
+    (pyarrow refuses to make a datetime of a nanosecond value without pandas)."""
+    for index, column in enumerate(table.schema):
+        if pa.types.is_timestamp(column.type) and column.type.unit == "ns":
+            target = pa.timestamp("us", tz=column.type.tz)
+            table = table.set_column(
+                index, column.name, table.column(index).cast(target, safe=False)
+            )
+    return table
+
+
+def read_parquet_records(file_path: str) -> Iterator[dict[str, Any]]:
+    """The rows of a Parquet file as dicts of Python values, one row group at a time."""
+    with FileSystems.open(file_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        parquet = pq.ParquetFile(handle)
+        for group in range(parquet.num_row_groups):
+            columns = _microsecond_timestamps(parquet.read_row_group(group)).to_pydict()
+            names = list(columns)
+            for values in zip(*columns.values(), strict=True):
+                yield dict(zip(names, values, strict=True))
 
 
 def unreadable_file(file_path: str, error: BaseException, records_read: int) -> DeadLetter:

@@ -30,12 +30,17 @@ class WoopraOptions(PipelineOptions):
         )
         source.add_argument(
             "--input_format",
-            choices=("auto", "jsonl", "json", "avro"),
+            choices=("auto", "jsonl", "json", "avro", "parquet"),
             default="auto",
             help="File format; auto follows each file's extension.",
         )
         source.add_argument("--input_subscription", help="projects/P/subscriptions/S (streaming).")
         source.add_argument("--input_topic", help="projects/P/topics/T (streaming).")
+        source.add_argument(
+            "--warehouse_table",
+            help="The files hold rows of RudderStack's warehouse schema: identifies, users, "
+            "tracks, pages, screens, a per-event table's name, or auto (from each file's path).",
+        )
 
         mapping = parser.add_argument_group("mapping")
         mapping.add_argument("--project_name", help="Woopra project when an event names none.")
@@ -67,6 +72,16 @@ class WoopraOptions(PipelineOptions):
             action="append",
             default=[],
             help="Drop events whose deniedConsentIds contain this category (repeatable).",
+        )
+        mapping.add_argument(
+            "--identity_state",
+            help="Batch: directory (or gs:// path) of the identities earlier runs learned; "
+            "this run starts from them and, when it succeeds, leaves its own for the next.",
+        )
+        mapping.add_argument(
+            "--identity_state_generation",
+            help="Folder this run writes its identities to, published when it succeeds; "
+            "default: a new generation-<UTC time>-<random> under --identity_state.",
         )
 
         sink = parser.add_argument_group("delivery")
@@ -247,6 +262,10 @@ def validate(options: PipelineOptions) -> None:
         raise ValueError("--dead_letter_topic is for streaming; batch runs write files")
     if woopra.input and woopra.input.lower().endswith(".avro.gz"):
         raise ValueError("Avro files compress inside (their codec); .avro.gz is not read")
+    if (woopra.warehouse_table or woopra.identity_state) and not woopra.input:
+        raise ValueError("--warehouse_table and --identity_state are for batch runs (--input)")
+    if woopra.identity_state and woopra.no_stitch_identity:
+        raise ValueError("--identity_state keeps identities for stitching: drop one of them")
     validate_backfill(options)
     runner = options.view_as(StandardOptions).runner
     workers = options.view_as(WorkerOptions)

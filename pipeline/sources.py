@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import coders
 from apache_beam.io import fileio
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.textio import ReadAllFromText
 
 from pipeline.file_records import (
@@ -22,12 +24,19 @@ from pipeline.file_records import (
     open_event_file,
     read_avro_records,
     read_json_lines,
+    read_parquet_records,
 )
 from transforms.records import DeadLetter
 
-JSONL, JSON, AVRO = "jsonl", "json", "avro"
-FORMATS = (JSONL, JSON, AVRO)
-_EXTENSIONS = {".jsonl": JSONL, ".ndjson": JSONL, ".json": JSON, ".avro": AVRO}
+JSONL, JSON, AVRO, PARQUET = "jsonl", "json", "avro", "parquet"
+FORMATS = (JSONL, JSON, AVRO, PARQUET)
+_EXTENSIONS = {
+    ".jsonl": JSONL,
+    ".ndjson": JSONL,
+    ".json": JSON,
+    ".avro": AVRO,
+    ".parquet": PARQUET,
+}
 
 
 def format_of(file_path: str, input_format: str = "auto") -> str:
@@ -100,8 +109,8 @@ def _json_default(value: Any) -> Any:
 
 
 def avro_record_to_json(record: dict[str, Any] | DeadLetter) -> bytes | DeadLetter:
-    """An Avro record as the JSON text of the event it holds (a damaged file's dead letter
-    passes through)."""
+    """An Avro (or Parquet) record as the JSON text of the event it holds (a damaged file's
+    dead letter passes through)."""
     if isinstance(record, DeadLetter):
         return record
     return json.dumps(record, default=_json_default, separators=(",", ":")).encode("utf-8")
@@ -113,13 +122,18 @@ class ReadEventFiles(beam.PTransform):
     Plain JSON lines go through ReadAllFromText, so large files are split across workers;
     compressed, JSON and Avro files are read whole by one worker each. A file that cannot be
     read to its end gives what it could, then its `unreadable_file` dead letter among the
-    records (see pipeline/file_records.py).
+    records (see pipeline/file_records.py). With `with_filename`, each record comes as
+    (file path, record), and Avro and Parquet records stay dicts of their values (warehouse
+    rows, SPEC §12); a damaged file's dead letter still comes alone.
     """
 
-    def __init__(self, file_pattern: str, input_format: str = "auto") -> None:
+    def __init__(
+        self, file_pattern: str, input_format: str = "auto", with_filename: bool = False
+    ) -> None:
         super().__init__()
         self.file_pattern = file_pattern
         self.input_format = input_format
+        self.with_filename = with_filename
 
     def expand(self, pipeline):
         input_format = self.input_format
@@ -128,7 +142,9 @@ class ReadEventFiles(beam.PTransform):
             | "MatchFiles" >> fileio.MatchFiles(self.file_pattern)
             | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
         )
-        jsonl, json_files, avro, compressed_jsonl = paths | "ByFormat" >> beam.Partition(
+        if self.with_filename:
+            return self._rows(paths)
+        jsonl, json_files, avro, parquet, compressed_jsonl = paths | "ByFormat" >> beam.Partition(
             lambda file_path, _: _reader_index(file_path, input_format), len(FORMATS) + 1
         )
         plain_jsonl = jsonl | "CheckOpens" >> beam.ParDo(CheckOpensFn()).with_outputs(
@@ -143,7 +159,67 @@ class ReadEventFiles(beam.PTransform):
             avro
             | "ReadAvro" >> beam.ParDo(ReadRecordsFn(read_avro_records))
             | "AvroToJson" >> beam.Map(avro_record_to_json),
+            parquet
+            | "ReadParquet" >> beam.ParDo(ReadRecordsFn(read_parquet_records))
+            | "ParquetToJson" >> beam.Map(avro_record_to_json),
         ) | "AllRecords" >> beam.Flatten()
+
+    def _rows(self, paths):
+        """(path, record) of every file; a single format of whole-file readers is read
+        without a Flatten, which would make the runner encode each row between steps
+        (costly for Avro and Parquet values)."""
+        formats = formats_matching(self.file_pattern, self.input_format)
+        if len(formats) == 1 and formats[0] != JSONL:
+            return _read_with_path(paths, formats[0])
+        input_format = self.input_format
+        by_format = paths | "ByFormat" >> beam.Partition(
+            lambda file_path, _: _reader_index(file_path, input_format), len(FORMATS) + 1
+        )
+        jsonl, compressed_jsonl = by_format[FORMATS.index(JSONL)], by_format[len(FORMATS)]
+        plain_jsonl = jsonl | "CheckOpens" >> beam.ParDo(CheckOpensFn()).with_outputs(
+            UNREADABLE_TAG, main="paths"
+        )
+        return (
+            plain_jsonl.paths
+            | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder(), with_filename=True),
+            plain_jsonl[UNREADABLE_TAG],
+            _read_with_path(compressed_jsonl, JSONL),
+            *(_read_with_path(by_format[FORMATS.index(f)], f) for f in (JSON, AVRO, PARQUET)),
+        ) | "AllRecords" >> beam.Flatten()
+
+
+# The whole-file reader of each format.
+_FILE_READERS: dict[str, Callable[[str], Iterator[Any]]] = {
+    JSONL: read_json_lines,
+    JSON: read_json_file,
+    AVRO: read_avro_records,
+    PARQUET: read_parquet_records,
+}
+_READ_LABELS = {
+    JSONL: "ReadCompressedJsonLines",
+    JSON: "ReadJsonFiles",
+    AVRO: "ReadAvro",
+    PARQUET: "ReadParquet",
+}
+
+
+def _records_with_path(read: Callable[[str], Iterator[Any]], file_path: str) -> Iterator[Any]:
+    for record in read(file_path):
+        yield file_path, record
+
+
+def _read_with_path(paths, file_format: str):
+    read = functools.partial(_records_with_path, _FILE_READERS[file_format])
+    return paths | _READ_LABELS[file_format] >> beam.ParDo(ReadRecordsFn(read))
+
+
+def formats_matching(file_pattern: str, input_format: str = "auto") -> list[str]:
+    """The formats of the files the glob matches now (all of them when it matches none)."""
+    if input_format != "auto":
+        return [input_format]
+    matched = FileSystems.match([file_pattern])[0].metadata_list
+    found = {format_of(meta.path) for meta in matched}
+    return [file_format for file_format in FORMATS if file_format in found] or list(FORMATS)
 
 
 def _reader_index(file_path: str, input_format: str) -> int:

@@ -311,7 +311,9 @@ def test_spec_14_the_secret_is_in_no_file_or_log_a_run_writes(tmp_path):
 
 def test_spec_14_one_sender_stopped_by_the_limits_stops_the_others(tmp_path, credentials):
     events = visitor_events(6, 1, 3, project="a.example.com")
-    events += visitor_events(6, 1, 3, project="b.example.com")
+    for event in visitor_events(6, 1, 3, project="b.example.com"):
+        events.append({**event, "anonymousId": "b-" + event["anonymousId"],
+                       "messageId": "b-" + event["messageId"]})  # fmt: skip
     glob = write_event_files(tmp_path / "in", events, files=2)
     with import_stub() as stub:
         code = main(

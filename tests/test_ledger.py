@@ -126,7 +126,7 @@ def test_spec_15_an_empty_ledger_reads_no_keys(tmp_path):
 
 
 def test_delivered_entries_survive_the_shuffle_coder():
-    from transforms.identity import DeviceRecordCoder
+    from transforms.device_records import DeviceRecordCoder
 
     coder = DeviceRecordCoder()
     event = prepare_event(

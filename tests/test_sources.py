@@ -7,6 +7,8 @@ import json
 
 import apache_beam as beam
 import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -35,6 +37,7 @@ def _assert_reads_both_events(pattern: str) -> None:
         ("a.JSON", "json"),
         ("a.json.gz", "json"),
         ("a.avro", "avro"),
+        ("a.snappy.parquet", "parquet"),
         ("a.txt", "jsonl"),
     ],
 )
@@ -98,7 +101,9 @@ def test_mixed_formats_in_one_glob_run_through_the_pipeline(tmp_path):
     (input_dir / "c.jsonl.gz").write_bytes(gzip.compress(_jsonl() + b"\n\nnot json\n"))
     report = run_file_sink(str(input_dir / "*"), tmp_path / "out", "--project_name", "p")
     assert report["input"] == 7
-    assert report["sent"] == 6
+    # The three files hold the same two events: one of each is sent, the rest are duplicates.
+    assert report["sent"] == 2
+    assert report["filtered"] == 4
     assert report["dead_letter_reasons"] == {"invalid_json": 1}
 
 
@@ -126,3 +131,10 @@ def test_spec_1_json_file_that_is_not_utf8_is_invalid_json(tmp_path):
     assert report["sent"] == 0
     assert set(report["dead_letter_reasons"]) == {"invalid_json"}
     assert report["input"] == report["dead_lettered"]
+
+
+def test_parquet_records_are_read_as_events(tmp_path):
+    columns = {key: [event.get(key) for event in EVENTS] for key in ("type", "messageId")}
+    columns["anonymousId"] = ["x", "x"]
+    pq.write_table(pa.table(columns), tmp_path / "events.parquet")
+    _assert_reads_both_events(str(tmp_path / "events.parquet"))

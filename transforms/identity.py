@@ -20,6 +20,14 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms.device_records import DeviceRecord, split_by_kind
+from transforms.duplicates import drop_duplicates
+from transforms.identity_state import (
+    DeviceIdentity,
+    IdentityStateSettings,
+    ReadIdentityState,
+    WriteIdentityState,
+)
 from transforms.ledger import Delivered, ledger_key
 from transforms.mapping import PreparedEvent
 from transforms.records import METRICS_NAMESPACE
@@ -55,33 +63,6 @@ class PreparedEventCoder(beam.coders.Coder):
 
 
 beam.coders.registry.register_coder(PreparedEvent, PreparedEventCoder)
-
-
-class DeviceRecord:
-    """The type of what the shuffle by device carries when it carries more than events: a
-    PreparedEvent, or a ledger entry (`Delivered`); told apart after the GroupByKey."""
-
-
-class DeviceRecordCoder(beam.coders.Coder):
-    """A PreparedEvent (as PreparedEventCoder writes it) or a Delivered key, behind one tag byte."""
-
-    _EVENT = PreparedEventCoder()
-
-    def encode(self, value) -> bytes:
-        if isinstance(value, Delivered):
-            return b"d" + value.key.encode("utf-8")
-        return b"e" + self._EVENT.encode(value)
-
-    def decode(self, encoded: bytes):
-        if encoded[:1] == b"d":
-            return Delivered(encoded[1:].decode("utf-8"))
-        return self._EVENT.decode(encoded[1:])
-
-    def is_deterministic(self) -> bool:
-        return False
-
-
-beam.coders.registry.register_coder(DeviceRecord, DeviceRecordCoder)
 
 
 class Identity(NamedTuple):
@@ -144,37 +125,6 @@ def skip_delivered(ordered: list[PreparedEvent], delivered: set[str]) -> list[Pr
     if not delivered:
         return ordered
     return [e for e in ordered if ledger_key(e.message_id, e.event) not in delivered]
-
-
-class _ResolveWithLedgerFn(beam.DoFn):
-    """Orders and stitches a device's events, then leaves out those the ledger holds; their
-    number per device goes to the ALREADY_DELIVERED output (the import plan counts them)."""
-
-    def __init__(self, stitch_identity: bool) -> None:
-        self.stitch_identity = stitch_identity
-        self.filtered = Metrics.counter(METRICS_NAMESPACE, "filtered")
-        self.already_delivered = Metrics.counter(METRICS_NAMESPACE, "filtered_already_delivered")
-
-    def process(self, element: tuple[str, Iterable]):
-        device, records = element
-        events: list[PreparedEvent] = []
-        delivered: set[str] = set()
-        for record in records:
-            if isinstance(record, Delivered):
-                delivered.add(record.key)
-            else:
-                events.append(record)
-        if not events:
-            return
-        ordered = resolve_device(device, events, self.stitch_identity)[0]
-        kept = skip_delivered(ordered, delivered)
-        skipped = len(ordered) - len(kept)
-        if skipped:
-            self.filtered.inc(skipped)
-            self.already_delivered.inc(skipped)
-            yield beam.pvalue.TaggedOutput(ALREADY_DELIVERED, skipped)
-        if kept:
-            yield device, kept
 
 
 ALREADY_DELIVERED = "already_delivered"
@@ -338,57 +288,122 @@ class _StreamingResolveFn(beam.DoFn):
         yield device, ordered
 
 
+# Tagged outputs of the batch resolution when identity state is kept (SPEC §13).
+IDENTITY_STATE_TAG = "identity_state"
+NEWEST_EVENT_TAG = "newest_event"
+
+
+class _BatchResolveFn(beam.DoFn):
+    """Per device, over the whole input: drop duplicates, then order and stitch from what
+    earlier runs knew; with identity state, also what the next run is to know."""
+
+    def __init__(self, stitch_identity: bool, keep_state: bool) -> None:
+        self.stitch_identity = stitch_identity
+        self.keep_state = keep_state
+        self.duplicates = Metrics.counter(METRICS_NAMESPACE, "filtered_duplicate")
+        self.filtered = Metrics.counter(METRICS_NAMESPACE, "filtered")
+        self.already_delivered = Metrics.counter(METRICS_NAMESPACE, "filtered_already_delivered")
+
+    def process(self, element: tuple[str, Iterable[object]]):
+        device, grouped = element
+        events, others = split_by_kind(grouped)
+        events, dropped = drop_duplicates(events)
+        if dropped:
+            self.duplicates.inc(dropped)
+            self.filtered.inc(dropped)
+        previous = next(iter(others.get(DeviceIdentity, ())), None)
+        known = NO_IDENTITY if previous is None else Identity(previous.cv_id, previous.cv_email)
+        ordered, current = resolve_device(device, events, self.stitch_identity, known)
+        # The ledger's entries (SPEC §15): left out after stitching; the state sees them all.
+        delivered = {entry.key for entry in others.get(Delivered, ())}
+        kept = skip_delivered(ordered, delivered)
+        if len(kept) < len(ordered):
+            skipped = len(ordered) - len(kept)
+            self.filtered.inc(skipped)
+            self.already_delivered.inc(skipped)
+            yield beam.pvalue.TaggedOutput(ALREADY_DELIVERED, skipped)
+        if kept:
+            yield device, kept
+        if self.keep_state:
+            yield from self._state_of(device, ordered, current, previous)
+
+    def _state_of(self, device, ordered, current: Identity, previous: DeviceIdentity | None):
+        newest = max((e.timestamp_ms for e in ordered if e.timestamp_ms is not None), default=None)
+        if newest is not None:
+            yield beam.pvalue.TaggedOutput(NEWEST_EVENT_TAG, newest)
+        if not device.startswith(COOKIE_KEY_PREFIX) or current == NO_IDENTITY:
+            return
+        times = [t for t in (newest, previous and previous.last_event_ms) if t is not None]
+        cookie = device[len(COOKIE_KEY_PREFIX) :]
+        identity = DeviceIdentity(cookie, current.cv_id, current.cv_email, max(times, default=None))
+        yield beam.pvalue.TaggedOutput(IDENTITY_STATE_TAG, identity)
+
+
 class ResolveIdentity(beam.PTransform):
     """PreparedEvents to (device key, [PreparedEvent]) in send order, in one keyed shuffle.
 
-    Batch: one GroupByKey by device serves stitching over the whole input, ordering and
-    the sink's per-device sequencing. Streaming: keyed state does the same per buffered
-    batch, remembering each device's identity for later events and dropping repeats.
+    Batch: one GroupByKey by device serves dropping duplicate messageIds (SPEC §13),
+    stitching over the whole input, ordering and the sink's per-device sequencing; with
+    identity state, what earlier runs knew of each device joins the same GroupByKey as
+    records of another kind (DeviceRecord), and what this run knows leaves it for the next.
+    Streaming: keyed state does the same per buffered batch, remembering each device's
+    identity for later events and dropping repeats.
     """
 
     def __init__(
         self,
         stitch_identity: bool = True,
         streaming: StreamingSettings | None = None,
+        identity_state: IdentityStateSettings | None = None,
         ledger_keys: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
         self.stitch_identity = stitch_identity
         self.streaming = streaming
+        self.identity_state = identity_state
         # (device, Delivered) from the ledger (batch only): joined into the same shuffle.
         self.ledger_keys = ledger_keys
         # With a ledger: how many events each device had delivered before (ints).
         self.already_delivered: beam.PCollection | None = None
 
     def expand(self, events):
+        # Batch groups events with records of other kinds, hence the wider type (and coder).
+        value_type = PreparedEvent if self.streaming is not None else DeviceRecord
         keyed = events | "KeyByDevice" >> beam.Map(
             lambda event: (event.device_key, event)
-        ).with_output_types(KV[str, PreparedEvent])
+        ).with_output_types(KV[str, value_type])
         if self.streaming is not None:
             return keyed | "BufferOrderAndStitch" >> beam.ParDo(
                 _StreamingResolveFn(self.stitch_identity, self.streaming)
             )
-        stitch_identity = self.stitch_identity
-        if self.ledger_keys is not None:
-            resolved = (
-                (keyed, self.ledger_keys)
-                | "JoinLedger" >> beam.Flatten().with_output_types(KV[str, DeviceRecord])
-                | "GroupByDevice" >> beam.GroupByKey()
-                | "OrderStitchAndSkipDelivered"
-                >> beam.ParDo(_ResolveWithLedgerFn(stitch_identity)).with_outputs(
-                    ALREADY_DELIVERED, main="devices"
-                )
+        state = self.identity_state
+        if state is not None:
+            previous = (
+                events.pipeline
+                | "ReadIdentityState" >> ReadIdentityState(list(state.previous_files))
+                | "KeyStateByDevice"
+                >> beam.Map(
+                    lambda identity: (COOKIE_KEY_PREFIX + identity.cookie, identity)
+                ).with_output_types(KV[str, DeviceRecord])
             )
-            self.already_delivered = resolved[ALREADY_DELIVERED]
-            return resolved.devices
-        return (
+            keyed = (keyed, previous) | "WithIdentityState" >> beam.Flatten()
+        if self.ledger_keys is not None:
+            keyed = (keyed, self.ledger_keys) | "JoinLedger" >> beam.Flatten().with_output_types(
+                KV[str, DeviceRecord]
+            )
+        resolved = (
             keyed
             | "GroupByDevice" >> beam.GroupByKey()
             | "OrderAndStitch"
-            >> beam.MapTuple(
-                lambda device, grouped: (
-                    device,
-                    resolve_device(device, grouped, stitch_identity)[0],
-                )
+            >> beam.ParDo(_BatchResolveFn(self.stitch_identity, state is not None)).with_outputs(
+                IDENTITY_STATE_TAG, NEWEST_EVENT_TAG, ALREADY_DELIVERED, main="devices"
             )
         )
+        if self.ledger_keys is not None:
+            self.already_delivered = resolved[ALREADY_DELIVERED]
+        if state is not None:
+            _ = (
+                resolved[IDENTITY_STATE_TAG],
+                resolved[NEWEST_EVENT_TAG],
+            ) | "WriteIdentityState" >> WriteIdentityState(state.generation, state.ttl_seconds)
+        return resolved.devices

@@ -100,15 +100,21 @@ def _raw_text(data: bytes) -> str:
     return data[:MAX_DEAD_LETTER_TEXT].decode("utf-8", errors="backslashreplace")
 
 
-def parse_record(record: bytes | str) -> dict[str, Any] | DeadLetter | None:
-    """The event in one line or message; None for a blank line, which is not an event."""
+def parse_record(
+    record: bytes | str, max_bytes: int = MAX_EVENT_BYTES
+) -> dict[str, Any] | DeadLetter | None:
+    """The event in one line or message; None for a blank line, which is not an event.
+
+    Records over `max_bytes` are `too_large` (a warehouse row is allowed more: its size does
+    not count, only that of the event made from it).
+    """
     data = record.encode("utf-8", errors="surrogatepass") if isinstance(record, str) else record
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]
     if not data or data.isspace():
         return None
-    if len(data) > MAX_EVENT_BYTES:
-        return _too_large(data)
+    if len(data) > max_bytes:
+        return too_large(data, max_bytes)
     try:
         value = loads_strict(data)
     except InvalidEventError as err:
@@ -136,12 +142,13 @@ def readable_message_id(data: bytes) -> str | None:
     return None
 
 
-def _too_large(data: bytes) -> DeadLetter:
+def too_large(data: bytes, max_bytes: int = MAX_EVENT_BYTES) -> DeadLetter:
+    """The dead letter of a record over the size limit, with as much of its text as is kept."""
     message_id = None
     if len(data) <= MAX_BYTES_PARSED_FOR_ID:
         with contextlib.suppress(InvalidEventError):
             message_id = message_id_of(loads_strict(data))
-    detail = f"{len(data)} bytes, over {MAX_EVENT_BYTES}"
+    detail = f"{len(data)} bytes, over {max_bytes}"
     if len(data) > MAX_DEAD_LETTER_TEXT:
         detail += f"; event text cut to the first {MAX_DEAD_LETTER_TEXT} bytes"
     return DeadLetter(message_id, STAGE_PARSE, TOO_LARGE, detail, event=_raw_text(data))
