@@ -25,6 +25,7 @@ from transforms.circuit import (
     circuit_open_metric,
 )
 from transforms.http_client import Outcome, WoopraClient, dead_letter
+from transforms.ledger import LedgerWriter, ledger_key
 from transforms.progress import ProgressCounter
 from transforms.rate_limit import build_throttle
 from transforms.records import (
@@ -46,6 +47,33 @@ THROTTLED_WALL_MS = "throttled_wall_ms"
 def http_status_metric(status: int | None) -> str:
     """The counter of one kind of answer: `http_200`, `http_429`, `http_dropped` (no answer)."""
     return HTTP_STATUS_PREFIX + (DROPPED if status is None else str(status))
+
+
+class OutcomeCounters:
+    """The report's delivery figures from each request's Outcome (retries, 429s, latency,
+    answers by status), counted alike by both sinks. Made in a DoFn's constructor, counted on
+    the bundle thread."""
+
+    def __init__(self) -> None:
+        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
+        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
+        self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
+        self._answers: dict[int | None, Any] = {}
+
+    def count(self, outcome: Outcome) -> None:
+        self._retries.inc(max(0, outcome.attempts - 1))
+        self._throttled_responses.inc(outcome.throttled_responses)
+        for latency in outcome.latencies_ms:
+            self._latency_ms.update(latency)
+        for status in outcome.statuses:
+            self._answer_counter(status).inc()
+
+    def _answer_counter(self, status: int | None) -> Any:
+        counter = self._answers.get(status)
+        if counter is None:
+            counter = Metrics.counter(METRICS_NAMESPACE, http_status_metric(status))
+            self._answers[status] = counter
+        return counter
 
 
 # Longest single wait of the bundle thread for the sending threads.
@@ -75,6 +103,8 @@ class DeliverySettings:
     rate_limit_service: str | None = None
     circuit_open_seconds: float = 60.0
     circuit_retry_seconds: float | None = None
+    # SPEC §15: each delivered request's event is recorded here before the device goes on.
+    ledger_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limit < 0:
@@ -118,10 +148,15 @@ class _DeviceLanes:
     """
 
     def __init__(
-        self, pool: ThreadPoolExecutor, deliver: Callable[[WoopraRequest], Outcome]
+        self,
+        pool: ThreadPoolExecutor,
+        deliver: Callable[[WoopraRequest], Outcome],
+        on_delivered: Callable[[Any, WoopraRequest], None] | None = None,
     ) -> None:
         self._pool = pool
         self._deliver = deliver
+        # Called on the lane's thread after each delivery; the lane waits for it.
+        self._on_delivered = on_delivered
         self._lock = threading.Lock()
         self._lanes: dict[Any, deque[tuple[list[WoopraRequest], WindowedValue, _BundleSends]]]
         self._lanes = {}
@@ -149,8 +184,11 @@ class _DeviceLanes:
                 requests, source, bundle = lane[0]
             try:
                 for request in requests:
-                    bundle.finished(source, self._deliver_safely(request))
-            except BaseException as error:  # a bug here: the bundle fails and is retried
+                    outcome = self._deliver_safely(request)
+                    if outcome.delivered and self._on_delivered is not None:
+                        self._on_delivered(key, request)
+                    bundle.finished(source, outcome)
+            except BaseException as error:  # a bug or the ledger: the bundle fails, is retried
                 bundle.fail(error)
             with self._lock:
                 lane.popleft()
@@ -252,7 +290,15 @@ class _Sender:
         self.pool = ThreadPoolExecutor(
             max_workers=settings.max_in_flight, thread_name_prefix="woopra-send"
         )
-        self.lanes = _DeviceLanes(self.pool, self.client.send)
+        # One group-committing writer for the process, left open: bundles come and go.
+        self.ledger = LedgerWriter(settings.ledger_dir) if settings.ledger_dir else None
+        record = self._record_delivered if self.ledger is not None else None
+        self.lanes = _DeviceLanes(self.pool, self.client.send, record)
+
+    def _record_delivered(self, device: Any, request: WoopraRequest) -> None:
+        """Makes a delivered request's event durable in the ledger before the lane goes on."""
+        assert self.ledger is not None
+        self.ledger.commit([(device, ledger_key(request.message_id, request.event))])
 
 
 class _SendFn(beam.DoFn):
@@ -276,11 +322,8 @@ class _SendFn(beam.DoFn):
         }
         self._sent = ProgressCounter("sent")
         self._send_failures = Metrics.counter(METRICS_NAMESPACE, "send_failures")
-        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
-        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
         self._throttled_wall_ms = Metrics.counter(METRICS_NAMESPACE, THROTTLED_WALL_MS)
-        self._answers: dict[int | None, Any] = {}
-        self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
+        self._outcomes = OutcomeCounters()
 
     def setup(self) -> None:
         # Shared: the local streaming runner sets a copy of the DoFn up for every bundle.
@@ -313,23 +356,11 @@ class _SendFn(beam.DoFn):
             yield from self._emit(self._bundle.take())
         yield from self._emit(self._bundle.take())
 
-    def _answer_counter(self, status: int | None) -> Any:
-        counter = self._answers.get(status)
-        if counter is None:
-            counter = Metrics.counter(METRICS_NAMESPACE, http_status_metric(status))
-            self._answers[status] = counter
-        return counter
-
     def _emit(self, results: list[tuple[WindowedValue, Outcome]]) -> Iterator[Any]:
         """Outputs and counts finished results, in the window and timestamp of their input."""
         self._throttled_wall_ms.inc(round(self._sender.throttle.held_back.take_seconds() * 1000))
         for source, outcome in results:
-            self._retries.inc(max(0, outcome.attempts - 1))
-            self._throttled_responses.inc(outcome.throttled_responses)
-            for latency in outcome.latencies_ms:
-                self._latency_ms.update(latency)
-            for status in outcome.statuses:
-                self._answer_counter(status).inc()
+            self._outcomes.count(outcome)
             if outcome.dead_letter is None:
                 self._sent.inc()
                 yield source.with_value(outcome.request)
