@@ -103,7 +103,7 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
     # A graceful stop needs the sink in this process: a local batch run sending to Woopra.
     graceful = local_batch and woopra.sink == "woopra"
     stopping = graceful_stop() if graceful else contextlib.nullcontext(StopSignal())
-    cancelled = False
+    streaming_stop: int | None = None
     streaming_fixes = (
         local_streaming_fixes(woopra.local_pull_max_messages)
         if local_streaming
@@ -120,7 +120,7 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
                 _LOGGER.info("job submitted to %s; its report is in that runner's metrics", runner)
                 return 0
             if local_streaming:
-                cancelled = follow_streaming(
+                streaming_stop = follow_streaming(
                     result, woopra.report_interval_seconds, started, local_run
                 )
             else:
@@ -129,17 +129,16 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
             _LOGGER.info("plan written to %s; nothing sent (--plan_only)", woopra.output)
             return 0
         report = run_report(result, time.monotonic() - started, woopra.output)
-    report["interrupted"] = None if stop.number is None else signal.Signals(stop.number).name
+    stopped_by = stop.number if stop.number is not None else streaming_stop
+    report["interrupted"] = None if stopped_by is None else signal.Signals(stopped_by).name
     if report["input"] == 0 and not local_streaming:
         _LOGGER.warning("no events were read: do the files hold any?")
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    if cancelled:  # stopped at once on purpose (a second Ctrl-C); the report says what was lost
-        return 0
     for line in failures(report, woopra.circuit_open_seconds):
         print(f"woopra-pipeline: {line}", file=sys.stderr)
-    code = exit_code(report, stop.number)
+    code = exit_code(report, stopped_by)
     if code == 0 and woopra.identity_state:  # only a run that did its job leaves its identities
         publish_generation(woopra.identity_state, woopra.identity_state_generation)
         _LOGGER.info("identity state: %s published", woopra.identity_state_generation)
@@ -166,12 +165,13 @@ def hold_ledger(woopra: WoopraOptions) -> contextlib.AbstractContextManager:
 
 def follow_streaming(
     result: PipelineResult, interval_seconds: float, started: float, run: LocalStreamingRun
-) -> bool:
+) -> int | None:
     """Log the counts every interval until the pipeline ends; Ctrl-C or SIGTERM drains it.
 
     A drain stops pulling and lets everything already pulled be delivered or dead-lettered
     (the local runner acknowledges messages as it pulls them, so a cancel would lose them);
-    a second Ctrl-C or SIGTERM cancels at once. Returns whether the run was cancelled.
+    a second Ctrl-C or SIGTERM cancels at once. Returns the first signal that stopped the run,
+    if one did: a stopped run exits 130/143 like a stopped batch run (SPEC §16).
     Waiting happens on a helper thread because not every runner's wait_until_finish takes
     a duration, and signals only count requests: an exception raised inside a thread join
     can leave the thread looking finished.
@@ -196,7 +196,7 @@ def follow_streaming(
             elif len(stops) > 1:
                 _LOGGER.info("stopping now: cancelling the streaming pipeline")
                 result.cancel()
-                return True
+                return stops[0]
             if time.monotonic() >= next_progress:
                 next_progress += interval_seconds
                 counters = counters_of(result.metrics())
@@ -204,7 +204,7 @@ def follow_streaming(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return False
+    return stops[0] if stops else None
 
 
 def _wait_quietly(result: PipelineResult, finished: threading.Event) -> None:

@@ -157,7 +157,7 @@ def test_streaming_cli_logs_counts_at_an_interval_and_stops_on_sigterm(
             process.send_signal(signal.SIGTERM)
             output, _ = process.communicate(timeout=60)
 
-    assert process.returncode == 0, output
+    assert process.returncode == 128 + signal.SIGTERM, output  # SPEC §16: 143
     progress = [line for line in output.splitlines() if "woopra: input=" in line]
     assert len(progress) >= 2
     assert "input=41 sent=40 filtered=0 dead_lettered=1 (invalid_json=1)" in progress[-1]
@@ -209,7 +209,7 @@ def test_spec_10_sigterm_mid_burst_drains_what_was_pulled_and_pulls_no_more(
         records = stub.records
     remaining = pubsub_factory.pull(pair.subscription, max_messages=3000, timeout=10)
 
-    assert process.returncode == 0, output
+    assert process.returncode == 128 + signal.SIGTERM, output  # SPEC §16: 143
     assert "draining" in output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["balanced"]
