@@ -141,31 +141,52 @@ class ReadEventFiles(beam.PTransform):
         self.with_filename = with_filename
 
     def expand(self, pipeline):
-        input_format = self.input_format
         paths = (
             pipeline
             | "MatchFiles" >> fileio.MatchFiles(self.file_pattern)
             | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
         )
-        if self.with_filename:
-            return self._rows(paths)
-        jsonl, json_files, avro, parquet = paths | "ByFormat" >> beam.Partition(
-            lambda file_path, _: FORMATS.index(format_of(file_path, input_format)), len(FORMATS)
+        readers = self._row_readers() if self.with_filename else self._record_readers()
+        formats = formats_matching(self.file_pattern, self.input_format)
+        # A single format is read without a Flatten, which would keep the reader from fusing
+        # with the stages after it: the runner would encode and hold every record.
+        if len(formats) == 1:
+            return readers[formats[0]](paths)
+        input_format = self.input_format
+        by_format = paths | "ByFormat" >> beam.Partition(
+            lambda file_path, _: formats.index(format_of(file_path, input_format)), len(formats)
         )
-        return (
-            jsonl | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder()),
-            json_files | "ReadJsonFiles" >> beam.FlatMap(read_json_file),
-            avro | "ReadAvro" >> ReadAllFromAvro() | "AvroToJson" >> beam.Map(avro_record_to_json),
-            parquet
-            | "ReadParquet" >> ReadAllFromParquetBatched()
-            | "ParquetToJson"
-            >> beam.FlatMap(lambda table: map(avro_record_to_json, parquet_rows(table))),
-        ) | "AllRecords" >> beam.Flatten()
+        return [
+            readers[file_format](files)
+            for file_format, files in zip(formats, by_format, strict=True)
+        ] | "AllRecords" >> beam.Flatten()
 
-    def _rows(self, paths):
-        """(path, record) of every file; a single format is read without a Flatten, which
-        would make the runner encode each row (costly for Avro and Parquet values)."""
-        readers = {
+    @staticmethod
+    def _record_readers():
+        """Each format's reader of records as bytes (Avro and Parquet records as JSON)."""
+        return {
+            JSONL: lambda files: (
+                files | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder())
+            ),
+            JSON: lambda files: files | "ReadJsonFiles" >> beam.FlatMap(read_json_file),
+            AVRO: lambda files: (
+                files
+                | "ReadAvro" >> ReadAllFromAvro()
+                | "AvroToJson" >> beam.Map(avro_record_to_json)
+            ),
+            PARQUET: lambda files: (
+                files
+                | "ReadParquet" >> ReadAllFromParquetBatched()
+                | "ParquetToJson"
+                >> beam.FlatMap(lambda table: map(avro_record_to_json, parquet_rows(table)))
+            ),
+        }
+
+    @staticmethod
+    def _row_readers():
+        """Each format's reader of (path, record): Avro and Parquet records stay dicts (rows,
+        costly to encode between steps, so better fused with what turns them into events)."""
+        return {
             JSONL: lambda files: (
                 files
                 | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder(), with_filename=True)
@@ -183,17 +204,6 @@ class ReadEventFiles(beam.PTransform):
                 >> beam.FlatMapTuple(lambda path, table: ((path, r) for r in parquet_rows(table)))
             ),
         }
-        formats = formats_matching(self.file_pattern, self.input_format)
-        if len(formats) == 1:
-            return readers[formats[0]](paths)
-        input_format = self.input_format
-        by_format = paths | "ByFormat" >> beam.Partition(
-            lambda file_path, _: formats.index(format_of(file_path, input_format)), len(formats)
-        )
-        return [
-            readers[file_format](files)
-            for file_format, files in zip(formats, by_format, strict=True)
-        ] | "AllRecords" >> beam.Flatten()
 
 
 def formats_matching(file_pattern: str, input_format: str = "auto") -> list[str]:
