@@ -6,8 +6,8 @@ millions of devices. `DeviceRecord` is the type hint of those grouped values; it
 each value with its kind in one byte and otherwise encodes it as a plain tuple. A new kind is
 a NamedTuple added to RECORD_KINDS.
 
-The coder decodes lazily: a grouped value stays its bytes (`EncodedRecord`) until
-`split_by_kind`, after the GroupByKey, decodes it. The local runner decodes every value it
+The coder decodes lazily: a grouped value stays its bytes until `split_by_kind`, after the
+GroupByKey, decodes it. The local runner decodes every value it
 shuffles to hold it until the group is complete, and encodes it again to hand it on; held
 as bytes, a value costs there a fraction of the memory of its objects and no work at all.
 """
@@ -32,18 +32,10 @@ class DeviceRecord:
     """Type hint only: a PreparedEvent or one of RECORD_KINDS, grouped by device."""
 
 
-class EncodedRecord:
-    """A grouped value as DeviceRecordCoder wrote it, not decoded yet."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
 class DeviceRecordCoder(beam.coders.Coder):
     """A kind tag byte, then the record's fields as a tuple (Beam's fast primitive coder);
-    decoded only as far as an EncodedRecord (see `decode_record`)."""
+    `decode` leaves the bytes as they are (bytes, unlike objects, cost the garbage collector
+    nothing), `decode_record` decodes them."""
 
     _FIELDS = beam.coders.FastPrimitivesCoder()
 
@@ -52,14 +44,14 @@ class DeviceRecordCoder(beam.coders.Coder):
         self._tags = {kind: bytes((tag,)) for tag, kind in enumerate(RECORD_KINDS, start=1)}
 
     def encode(self, value: Any) -> bytes:
-        if type(value) is EncodedRecord:
-            return value.data
+        if type(value) is bytes:  # as `decode` left it
+            return value
         if type(value) is PreparedEvent:
             return b"\x00" + self._events.encode(value)
         return self._tags[type(value)] + self._FIELDS.encode(tuple(value))
 
-    def decode(self, encoded: bytes) -> EncodedRecord:
-        return EncodedRecord(encoded)
+    def decode(self, encoded: bytes) -> bytes:
+        return encoded
 
     def decode_record(self, encoded: bytes) -> Any:
         """The PreparedEvent or record of RECORD_KINDS that `encode` wrote."""
@@ -81,13 +73,13 @@ def _coder() -> DeviceRecordCoder:
 
 
 def split_by_kind(grouped: Iterable[Any]) -> tuple[list[PreparedEvent], dict[type, list[Any]]]:
-    """A device's grouped values (decoded here when they are still EncodedRecords): its
-    events, and its other records by kind."""
+    """A device's grouped values (decoded here when they are still bytes): its events, and
+    its other records by kind."""
     events: list[PreparedEvent] = []
     others: dict[type, list[Any]] = {}
     for value in grouped:
-        if type(value) is EncodedRecord:
-            value = _coder().decode_record(value.data)
+        if type(value) is bytes:
+            value = _coder().decode_record(value)
         if type(value) is PreparedEvent:
             events.append(value)
         else:
