@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from pipeline.builder import build_pipeline
-from pipeline.local_runner import local_streaming_fixes
+from pipeline.local_runner import local_streaming_fixes, returned_shuffle_memory
 from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
 from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
 from transforms.identity_state import publish_generation
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
-    with local_streaming_fixes() if local_streaming else contextlib.nullcontext():
+    with local_streaming_fixes() if local_streaming else _batch_fixes(options):
         started = time.monotonic()
         result = pipeline.run()
         if is_streaming(options) and not local_streaming:
@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         publish_generation(woopra.identity_state, woopra.identity_state_generation)
         _LOGGER.info("identity state: %s published", woopra.identity_state_generation)
     return exit_code
+
+
+def _batch_fixes(options: PipelineOptions) -> contextlib.AbstractContextManager:
+    """A batch run returns its shuffles' memory when the local runner runs it (elsewhere the
+    patched runner class is never used)."""
+    return contextlib.nullcontext() if is_streaming(options) else returned_shuffle_memory()
 
 
 def follow_streaming(result: PipelineResult, interval_seconds: float, started: float) -> None:

@@ -1,12 +1,20 @@
-"""Fixes for Beam 2.77's local streaming runner (BundleBasedDirectRunner), used only there.
+"""Fixes for Beam 2.77's local runners, used only there.
 
-Two faults of that runner make a local streaming run wrong or sluggish, and neither has a
-public switch, so both are patched for the duration of a run:
+Two faults of the local streaming runner (BundleBasedDirectRunner) make a local streaming
+run wrong or sluggish, and neither has a public switch, so both are patched for the
+duration of a run:
 
 * it reads Pub/Sub with a 30 s long poll on its only thread, so while a subscription is
   idle nothing else runs (timers, the watermark, cancel) for up to 30 s at a time;
 * it keeps the metrics container of each step's first bundle, so counters stop growing
   after the first bundle and the run report undercounts.
+
+The local batch runner (FnApiRunner) holds every value of a GroupByKey as its own small
+block until the group is complete, then encodes them all into one stream and frees them;
+the C allocator keeps the freed blocks (they lie among blocks still in use), so the run's
+memory stays at the blocks' size on top of the streams that follow. `returned_shuffle_memory`
+hands the free pages back to the system once each shuffle is encoded (glibc `malloc_trim`;
+elsewhere it does nothing).
 
 Dataflow and other runners never touch this code. Beam is pinned below 2.78 for it.
 """
@@ -14,9 +22,12 @@ Dataflow and other runners never touch this code. Beam is pinned below 2.78 for 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import ctypes
+import ctypes.util
+from collections.abc import Callable, Iterator
 
 from apache_beam.runners.direct import transform_evaluator
+from apache_beam.runners.portability.fn_api_runner.execution import GroupingBuffer
 from apache_beam.runners.worker import statesampler
 from google.api_core import exceptions as google_exceptions
 from google.pubsub_v1.types import PullResponse
@@ -95,3 +106,40 @@ def local_streaming_fixes() -> Iterator[None]:
     """Both fixes, for as long as the block runs."""
     with _short_pubsub_pulls(), _per_bundle_metrics():
         yield
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's `malloc_trim(0)`, which returns every free page to the system; None elsewhere."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    return None if trim is None else lambda: trim(0)
+
+
+@contextlib.contextmanager
+def returned_shuffle_memory() -> Iterator[None]:
+    """Return the memory of a GroupByKey's held values to the system once they are encoded.
+
+    `GroupingBuffer.partition` encodes the grouped values into streams and clears its table
+    the first time it is called; trimming right after costs a few milliseconds per shuffle.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        yield
+        return
+    original = GroupingBuffer.__dict__["partition"]
+
+    def partition(self, n):
+        encoded_before = self._grouped_output is not None
+        grouped = original(self, n)
+        if not encoded_before:
+            trim()
+        return grouped
+
+    GroupingBuffer.partition = partition
+    try:
+        yield
+    finally:
+        GroupingBuffer.partition = original
