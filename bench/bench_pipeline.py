@@ -342,7 +342,7 @@ def _run_pipeline_side(
     if not report_path.exists():
         _failed("woopra-pipeline", measurement)
         return None
-    return Side(measurement, json.loads(report_path.read_text())["elapsed_seconds"], output_dir)
+    return Side(measurement, json.loads(report_path.read_text())["wall_seconds"], output_dir)
 
 
 # --- --warehouse: Avro warehouse tables against JSON lines of the same events ---------------

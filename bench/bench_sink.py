@@ -14,7 +14,7 @@ its `cookie` (the device) and `timestamp` (unique per device) parameters.
    = 640 requests/s; the goal is >= 90% of it (576/s) over the sending window. Printed:
    requests received; the achieved rate over the sending window (from the first to the last
    arrival: (requests - 1) / (last ts - first ts)), over the pipeline's run time (report.json
-   `elapsed_seconds`, from `pipeline.run()` to the end) and over the whole process wall time;
+   `wall_seconds`, from `pipeline.run()` to the end) and over the whole process wall time;
    whether per-device order was kept (in arrival order, the timestamps of each cookie never
    decrease) and whether any request arrived twice. To tell why the rate falls short: the CPU
    use while sending, sampled every 0.25 s from /proc (the machine's busy share of all cores;
@@ -30,7 +30,7 @@ its `cookie` (the device) and `timestamp` (unique per device) parameters.
 3. Fault run (skipped with `--skip-fault-run`): 5,000 events over 500 devices against a stub
    with `--fail-rate 0.10 --throttle-rate 0.05 --reset-rate 0.02 --reject-rate 0.01
    --retry-after 1 --seed 7`, `--rate_limit 0 --max_in_flight 32`. Printed: the report's sent,
-   dead letters by reason, retries and throttled_responses; whether sent + dead_lettered equals
+   dead letters by reason, retries and 429 answers; whether sent + dead_lettered equals
    the events; whether the stub's 400 answers equal the `http_4xx` dead letters; the share
    of events answered 200 more than once (200 records per (cookie, timestamp)), goal <= 0.1%;
    and per-device order over every attempt (a retry repeats its timestamp, never an older one).
@@ -428,7 +428,7 @@ def throughput_run(work: Path, events: int, devices: int) -> None:
     stamps = [r["ts"] for r in records]
     span, rate = window_rate(stamps)
     goal = THROUGHPUT_GOAL * THROUGHPUT_LIMIT
-    elapsed = run.report.get("elapsed_seconds") or 0.0
+    elapsed = run.report.get("wall_seconds") or 0.0
     print(
         f"  requests received         {len(records):,} (expected {events:,}; "
         f"report: sent {run.report.get('sent', '?')}, "
@@ -568,7 +568,7 @@ def fault_run(work: Path) -> None:
     for reason, count in sorted(reasons.items()):
         print(f"    {reason:<23} {count:,}")
     print(f"  retries                   {report.get('retries', 0):,}")
-    print(f"  throttled_responses       {report.get('throttled_responses', 0):,}")
+    print(f"  429 answers               {report['http_statuses'].get('429', 0):,}")
     balanced = sent + dead == FAULT_EVENTS
     print(f"  sent + dead-lettered      {sent + dead:,} == {FAULT_EVENTS:,}: {balanced}")
     statuses = Counter(str(r["status"]) for r in records)

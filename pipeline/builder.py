@@ -6,6 +6,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 
 from pipeline.options import WoopraOptions, apply_defaults, is_streaming, validate
+from pipeline.replay import ReadDeadLetters
 from pipeline.sources import ReadEventFiles, ReadPubSubMessages
 from transforms.file_sink import WriteDeadLetters, WriteRequests
 from transforms.filtering import FilterEvents, FilterSettings
@@ -19,14 +20,17 @@ from transforms.map_to_woopra import MapToWoopra, ValidateEvents
 from transforms.mapping import MappingSettings
 from transforms.parse import ParseEvents
 from transforms.records import DEAD_LETTER_TAG
+from transforms.redact import redact_url
 from transforms.sink import DeliverySettings, WriteToWoopra
 from transforms.warehouse import RowsToEvents
 
 
 def mapping_settings(options: WoopraOptions) -> MappingSettings:
+    base_url = options.woopra_base_url
     return MappingSettings(
         project_name=options.project_name,
-        base_url=options.woopra_base_url,
+        # A dry run writes its endpoints: without the credentials a URL may hold.
+        base_url=redact_url(base_url) if options.sink == "file" else base_url,
         idle_timeout_ms=options.idle_timeout_ms,
     )
 
@@ -49,12 +53,15 @@ def delivery_settings(options: PipelineOptions) -> DeliverySettings:
         max_retry_seconds=woopra.max_retry_seconds,
         num_workers=max(workers.max_num_workers or 0, workers.num_workers or 0, 1),
         rate_limit_service=woopra.rate_limit_service,
+        circuit_open_seconds=woopra.circuit_open_seconds,
+        circuit_retry_seconds=woopra.circuit_open_seconds if is_streaming(options) else None,
     )
 
 
 def streaming_settings(options: WoopraOptions) -> StreamingSettings:
     return StreamingSettings(
         max_buffering_seconds=options.max_buffering_seconds,
+        max_buffering_wait_seconds=options.max_buffering_wait_seconds,
         identity_ttl_seconds=options.identity_ttl,
         dedup_window_seconds=options.dedup_window,
     )
@@ -87,6 +94,8 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         records = pipeline | "ReadEvents" >> ReadPubSubMessages(
             woopra.input_subscription, woopra.input_topic
         )
+    elif woopra.dead_letters:
+        records = pipeline | "ReadEvents" >> ReadDeadLetters(woopra.dead_letters, woopra.reason)
     elif woopra.warehouse_table:
         rows = pipeline | "ReadEvents" >> ReadEventFiles(
             woopra.input, woopra.input_format, with_filename=True

@@ -9,63 +9,124 @@ import sys
 import threading
 import time
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
+from pipeline.arguments import (
+    HELP_FLAGS,
+    PROG,
+    UserError,
+    check_flags,
+    help_text,
+    normalize_switches,
+)
 from pipeline.builder import build_pipeline
+from pipeline.exit_codes import exit_code, failures
+from pipeline.graceful_stop import StopSignal, graceful_stop
 from pipeline.local_runner import local_streaming_fixes, returned_shuffle_memory
-from pipeline.options import LOCAL_STREAMING_RUNNER, WoopraOptions, is_streaming
-from pipeline.report import build_report, counters_of, format_progress, format_report, write_report
+from pipeline.options import (
+    LOCAL_BATCH_RUNNER,
+    LOCAL_STREAMING_RUNNER,
+    WoopraOptions,
+    is_streaming,
+)
+from pipeline.preflight import check_run
+from pipeline.progress import Progress
+from pipeline.report import (
+    build_report,
+    counters_of,
+    format_progress,
+    format_report,
+    run_report,
+    write_report,
+)
 from transforms.identity_state import publish_generation
 
 _LOGGER = logging.getLogger("woopra")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, wait: bool = True) -> int:
     """Run to the end and print the report; a local streaming run goes on until Ctrl-C/SIGTERM.
 
-    A streaming job on a remote runner (Dataflow) is submitted and left running there.
+    A streaming job on a remote runner (Dataflow) is submitted and left running there, and so
+    is a batch job when not `wait` (the Flex Template launcher only submits). A user error
+    (an unknown flag, a missing input, ...) is one line on stderr and exit 2.
     """
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
-    options = PipelineOptions(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in HELP_FLAGS for arg in args):
+        print(help_text())
+        return 0
     try:
+        options = parse_command_line(args)
         pipeline = build_pipeline(options)
-    except ValueError as err:
-        print(f"woopra-pipeline: {err}", file=sys.stderr)
+        check_run(options)
+    except (UserError, ValueError) as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 2
+    return run(pipeline, options, wait)
+
+
+def parse_command_line(args: list[str]) -> PipelineOptions:
+    """`[replay] --flag value ...` as options, every flag checked (UserError if unknown)."""
+    replay = bool(args) and args[0] == "replay"
+    if replay:
+        args = args[1:]
+    args = normalize_switches(args)
+    check_flags(args)
+    options = PipelineOptions(args)
+    if replay and not options.view_as(WoopraOptions).dead_letters:
+        raise UserError("replay needs --dead_letters GLOB (the dead-letter files to send again)")
+    return options
+
+
+def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) -> int:
+    """Runs the pipeline, shows progress, prints and writes the report; the exit code."""
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
-    with local_streaming_fixes() if local_streaming else _batch_fixes(options):
+    local_batch = not is_streaming(options) and runner in (LOCAL_BATCH_RUNNER, "DirectRunner")
+    # A graceful stop needs the sink in this process: a local batch run sending to Woopra.
+    graceful = local_batch and woopra.sink == "woopra"
+    stopping = graceful_stop() if graceful else contextlib.nullcontext(StopSignal())
+    if local_streaming:
+        local_fixes = local_streaming_fixes()
+    else:  # a local batch run hands its shuffles' memory back (see local_runner)
+        local_fixes = returned_shuffle_memory() if local_batch else contextlib.nullcontext()
+    with local_fixes, stopping as stop:
         started = time.monotonic()
-        result = pipeline.run()
-        if is_streaming(options) and not local_streaming:
-            _LOGGER.info("streaming job submitted to %s; it runs until stopped there", runner)
-            return 0
-        if local_streaming:
-            follow_streaming(result, woopra.report_interval_seconds, started)
-        else:
-            result.wait_until_finish()
-        report = build_report(counters_of(result.metrics()), time.monotonic() - started)
+        with Progress(woopra.report_interval_seconds) if local_batch else contextlib.nullcontext():
+            result = pipeline.run()
+            if is_streaming(options) and not local_streaming:
+                _LOGGER.info("streaming job submitted to %s; it runs until stopped there", runner)
+                return 0
+            if not wait:
+                _LOGGER.info("job submitted to %s; its report is in that runner's metrics", runner)
+                return 0
+            if local_streaming:
+                follow_streaming(result, woopra.report_interval_seconds, started)
+            else:
+                result.wait_until_finish()
+        report = run_report(result, time.monotonic() - started, woopra.output)
+    report["interrupted"] = None if stop.number is None else signal.Signals(stop.number).name
     if report["input"] == 0 and not local_streaming:
-        _LOGGER.warning("no events were read: does --input match any file?")
+        _LOGGER.warning("no events were read: do the files hold any?")
     report_path = write_report(report, woopra.output)
     print(format_report(report))
     _LOGGER.info("report written to %s", report_path)
-    exit_code = 0 if report["balanced"] or local_streaming else 1
-    if exit_code == 0 and woopra.identity_state:
+    if local_streaming:  # stopped on purpose; what was not acknowledged is delivered again
+        return 0
+    for line in failures(report, woopra.circuit_open_seconds):
+        print(f"woopra-pipeline: {line}", file=sys.stderr)
+    code = exit_code(report, stop.number)
+    if code == 0 and woopra.identity_state:  # only a run that did its job leaves its identities
         publish_generation(woopra.identity_state, woopra.identity_state_generation)
         _LOGGER.info("identity state: %s published", woopra.identity_state_generation)
-    return exit_code
-
-
-def _batch_fixes(options: PipelineOptions) -> contextlib.AbstractContextManager:
-    """A batch run returns its shuffles' memory when the local runner runs it (elsewhere the
-    patched runner class is never used)."""
-    return contextlib.nullcontext() if is_streaming(options) else returned_shuffle_memory()
+    return code
 
 
 def follow_streaming(result: PipelineResult, interval_seconds: float, started: float) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import time
 from collections.abc import Callable, Iterator
 
 from apache_beam.runners.direct import transform_evaluator
@@ -34,15 +35,20 @@ from google.pubsub_v1.types import PullResponse
 
 
 @contextlib.contextmanager
-def _short_pubsub_pulls(pull_timeout: float = 1.5) -> Iterator[None]:
-    """Shorten the DirectRunner's Pub/Sub pull deadline while the block is active.
+def _short_pubsub_pulls(
+    pull_timeout: float = 1.5, max_messages: int = 1000, idle_wait: float = 0.1
+) -> Iterator[None]:
+    """Make the DirectRunner's Pub/Sub pulls short and wide while the block is active.
 
     The runner reads Pub/Sub with ``pull(max_messages=10, timeout=30)`` on its single
     worker thread, and the emulator holds an idle pull until ~1 s before the
     deadline. So while the subscription is idle nothing else runs for ~29 s:
     processing-time timers, the watermark (event-time timers), GroupIntoBatches
-    flushes and ``cancel()`` all wait for the pull. With ``pull_timeout=1.5`` an idle
-    pull returns after ~0.5 s. Messages still arrive immediately (long poll).
+    flushes and ``cancel()`` all wait for the pull. And ten messages a pull make a burst
+    trickle in over many seconds, a bundle each, so a device's events published together
+    reach its buffer (transforms/identity.py) after it was sent. Here a pull returns at
+    once with up to ``max_messages``, and an empty one waits ``idle_wait`` before the
+    runner asks again; ``pull_timeout`` bounds the call itself.
     """
     evaluator = transform_evaluator._PubSubReadEvaluator
     original = evaluator.__dict__["_get_subscriber_client"]
@@ -53,10 +59,15 @@ def _short_pubsub_pulls(pull_timeout: float = 1.5) -> Iterator[None]:
 
         def pull(self, *args, **kwargs):
             kwargs["timeout"] = min(kwargs.get("timeout") or pull_timeout, pull_timeout)
+            kwargs["max_messages"] = max(kwargs.get("max_messages") or 0, max_messages)
+            kwargs["return_immediately"] = True
             try:
-                return self._client.pull(*args, **kwargs)
+                response = self._client.pull(*args, **kwargs)
             except google_exceptions.DeadlineExceeded:
-                return PullResponse()
+                response = PullResponse()
+            if not response.received_messages:
+                time.sleep(idle_wait)
+            return response
 
         def __getattr__(self, name: str):
             return getattr(self._client, name)

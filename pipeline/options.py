@@ -7,6 +7,7 @@ import math
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
+from pipeline.replay import KNOWN_REASONS
 from transforms.mapping import DEFAULT_BASE_URL
 
 # Beam's DirectRunner first tries the Prism runner, which downloads a binary: these local
@@ -40,7 +41,9 @@ class WoopraOptions(PipelineOptions):
 
         mapping = parser.add_argument_group("mapping")
         mapping.add_argument("--project_name", help="Woopra project when an event names none.")
-        mapping.add_argument("--woopra_base_url", default=DEFAULT_BASE_URL)
+        mapping.add_argument(
+            "--woopra_base_url", default=DEFAULT_BASE_URL, help="Where requests are sent."
+        )
         mapping.add_argument(
             "--idle_timeout_ms", type=int, help="Sent as `timeout` with every request."
         )
@@ -72,9 +75,11 @@ class WoopraOptions(PipelineOptions):
             help="Batch: directory (or gs:// path) of the identities earlier runs learned; "
             "this run starts from them and, when it succeeds, leaves its own for the next.",
         )
-        # Which generation under --identity_state this run writes; chosen when the pipeline is
-        # built, published by the launcher when the run succeeded.
-        mapping.add_argument("--identity_state_generation", help=argparse.SUPPRESS)
+        mapping.add_argument(
+            "--identity_state_generation",
+            help="Folder this run writes its identities to, published when it succeeds; "
+            "default: a new generation-<UTC time>-<random> under --identity_state.",
+        )
 
         sink = parser.add_argument_group("delivery")
         sink.add_argument(
@@ -90,7 +95,9 @@ class WoopraOptions(PipelineOptions):
             default=100.0,
             help="Requests per second across all workers; 0 for no cap.",
         )
-        sink.add_argument("--max_in_flight", type=int, default=32)
+        sink.add_argument(
+            "--max_in_flight", type=int, default=32, help="Concurrent requests per worker."
+        )
         sink.add_argument(
             "--max_attempts", type=int, default=6, help="Tries per request, the first included."
         )
@@ -103,6 +110,12 @@ class WoopraOptions(PipelineOptions):
         sink.add_argument(
             "--rate_limit_service",
             help="host:port of an Envoy rate limit service for one limit across workers.",
+        )
+        sink.add_argument(
+            "--circuit_open_seconds",
+            type=float,
+            default=60.0,
+            help="Stop sending once every request failed (connection error, 5xx) for this long.",
         )
 
         streaming = parser.add_argument_group("streaming")
@@ -132,7 +145,25 @@ class WoopraOptions(PipelineOptions):
             "--report_interval_seconds",
             type=float,
             default=30.0,
-            help="How often a streaming run logs its counts.",
+            help="How often a run logs its counts (a batch run on a terminal shows them live).",
+        )
+
+        replay = parser.add_argument_group("replay (woopra-pipeline replay)")
+        replay.add_argument(
+            "--dead_letters",
+            help="Glob of dead-letter files of earlier runs whose events are sent again.",
+        )
+        replay.add_argument(
+            "--reason",
+            action="append",
+            default=[],
+            help="Replay only dead letters of this reason code (repeatable; default all).",
+        )
+        streaming.add_argument(
+            "--max_buffering_wait_seconds",
+            type=float,
+            default=30.0,
+            help="Longest wait of a device's buffer while its events keep coming.",
         )
 
 
@@ -153,12 +184,28 @@ def duration_seconds(text: str) -> float:
     return seconds
 
 
+def duration_text(seconds: float) -> str:
+    """The shortest `duration_seconds` text for a number of seconds: 2592000 as `30d`."""
+    for unit, size in sorted(_DURATION_UNITS.items(), key=lambda item: -item[1]):
+        if seconds >= size and (seconds / size).is_integer():
+            return f"{int(seconds / size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def validate(options: PipelineOptions) -> None:
     """Reject contradictory settings before anything runs."""
     woopra = options.view_as(WoopraOptions)
-    sources = [woopra.input, woopra.input_subscription, woopra.input_topic]
+    sources = [woopra.input, woopra.input_subscription, woopra.input_topic, woopra.dead_letters]
     if sum(source is not None for source in sources) != 1:
-        raise ValueError("give exactly one of --input, --input_subscription, --input_topic")
+        raise ValueError(
+            "give exactly one of --input, --input_subscription, --input_topic"
+            " (or replay --dead_letters)"
+        )
+    unknown_reasons = sorted(set(woopra.reason) - KNOWN_REASONS)
+    if unknown_reasons:
+        raise ValueError(f"--reason {unknown_reasons[0]} is not a dead-letter reason code")
+    if woopra.reason and not woopra.dead_letters:
+        raise ValueError("--reason chooses what replay --dead_letters sends again")
     if woopra.allow_event and woopra.deny_event:
         raise ValueError("--allow_event and --deny_event cannot be combined")
     if woopra.max_in_flight < 1 or woopra.max_attempts < 1:
@@ -167,6 +214,7 @@ def validate(options: PipelineOptions) -> None:
         raise ValueError("--rate_limit must be 0 (no cap) or positive")
     if not 0 < woopra.max_buffering_seconds < math.inf:
         raise ValueError("--max_buffering_seconds must be a positive number")
+    validate_ranges(woopra)
     if woopra.dead_letter_topic and not is_streaming(options):
         raise ValueError("--dead_letter_topic is for streaming; batch runs write files")
     if woopra.input and woopra.input.lower().endswith(".avro.gz"):
@@ -186,6 +234,27 @@ def validate(options: PipelineOptions) -> None:
         raise ValueError(
             "--rate_limit is split over workers: give --max_num_workers (or --num_workers), "
             "or --rate_limit_service for one limit across any number of them"
+        )
+
+
+# Beam's backoff (FuzzedExponentialIntervals) takes at most 10,000 retries after the first try.
+MAX_ATTEMPTS = 10_001
+
+
+def validate_ranges(woopra: WoopraOptions) -> None:
+    """Numbers within what they can mean: NaN, infinities and negative times are refused."""
+    if woopra.max_attempts > MAX_ATTEMPTS:
+        raise ValueError(f"--max_attempts must be at most {MAX_ATTEMPTS:,}")
+    if not 0 <= woopra.rate_limit < math.inf:
+        raise ValueError("--rate_limit must be 0 (no cap) or a finite positive number")
+    if woopra.idle_timeout_ms is not None and woopra.idle_timeout_ms < 0:
+        raise ValueError("--idle_timeout_ms must not be negative")
+    for name in ("max_retry_seconds", "circuit_open_seconds", "report_interval_seconds"):
+        if not 0 < getattr(woopra, name) < math.inf:
+            raise ValueError(f"--{name} must be a finite positive number")
+    if not woopra.max_buffering_seconds <= woopra.max_buffering_wait_seconds < math.inf:
+        raise ValueError(
+            "--max_buffering_wait_seconds must be finite and at least --max_buffering_seconds"
         )
 
 

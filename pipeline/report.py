@@ -8,15 +8,18 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricResults, MetricsFilter
+from apache_beam.runners.runner import PipelineResult
 
+from pipeline.file_records import DAMAGED_FILES_METRIC
+from pipeline.replay import REPLAY_SKIPPED
+from pipeline.samples import dead_letter_samples
+from transforms.circuit import UNREACHABLE_SERVICES, circuit_open_metric
 from transforms.file_sink import dead_letter_metric
 from transforms.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE
+from transforms.sink import DROPPED, HTTP_STATUS_PREFIX, THROTTLED_WALL_MS
 
 REPORT_FILE = "report.json"
-# Delivery figures the HTTP sink adds to the report when it ran.
-_DELIVERY_COUNTERS = ("retries", "throttled_responses", "throttled_ms")
-# Filtered events are counted once in `filtered` and once in `filtered_<reason>`.
-_FILTERED_PREFIX = "filtered_"
+FILTERED_PREFIX = "filtered_"
 
 
 def counters_of(metrics: MetricResults) -> dict[str, int]:
@@ -29,29 +32,92 @@ def counters_of(metrics: MetricResults) -> dict[str, int]:
     return totals
 
 
+def damaged_files_of(metrics: MetricResults) -> list[str]:
+    """The input files that could not be read to their end, in order."""
+    name_filter = MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(DAMAGED_FILES_METRIC)
+    files: set[str] = set()
+    for result in metrics.query(name_filter).get(MetricResults.STRINGSETS, []):
+        files.update(result.committed or result.attempted or ())
+    return sorted(files)
+
+
+def report_of(metrics: MetricResults, elapsed_seconds: float) -> dict[str, Any]:
+    """The run report from a pipeline result's metrics."""
+    report = build_report(counters_of(metrics), elapsed_seconds)
+    report["damaged_files"] = damaged_files_of(metrics)
+    return report
+
+
+def run_report(result: PipelineResult, elapsed_seconds: float, output_dir: str) -> dict[str, Any]:
+    """The report of a finished run, with one dead letter per reason read back from its files."""
+    report = report_of(result.metrics(), elapsed_seconds)
+    report["dead_letter_samples"] = dead_letter_samples(output_dir, report["dead_letter_reasons"])
+    return report
+
+
 def build_report(counters: dict[str, int], elapsed_seconds: float) -> dict[str, Any]:
-    """input, sent, filtered, dead_lettered and its reasons; they add up when nothing is lost."""
+    """Where every input event ended, then how delivery went (SPEC §16; README "The report").
+
+    `elapsed_seconds` is the run's wall time. `dead_letter_samples` is left empty: run_report
+    fills it from the files the run wrote.
+    """
     report: dict[str, Any] = {
         name: counters.get(name, 0) for name in ("input", "sent", "filtered", "dead_lettered")
     }
+    report["filtered_reasons"] = filtered_reasons(counters)
     report["dead_letter_reasons"] = {
         reason: counters[dead_letter_metric(reason)]
         for reason in DEAD_LETTER_REASONS
         if counters.get(dead_letter_metric(reason))
     }
-    report["filtered_reasons"] = {
-        name.removeprefix(_FILTERED_PREFIX): count
-        for name, count in sorted(counters.items())
-        if name.startswith(_FILTERED_PREFIX) and count
-    }
+    if counters.get(REPLAY_SKIPPED):
+        report["skipped"] = counters[REPLAY_SKIPPED]
     report["balanced"] = report["input"] == (
         report["sent"] + report["filtered"] + report["dead_lettered"]
     )
-    report.update({name: counters[name] for name in _DELIVERY_COUNTERS if name in counters})
-    report["elapsed_seconds"] = round(elapsed_seconds, 3)
-    if elapsed_seconds > 0:
-        report["sent_per_second"] = round(report["sent"] / elapsed_seconds, 1)
+    report.update(delivery_figures(counters, elapsed_seconds, report["sent"]))
+    report["dead_letter_samples"] = {}
+    report["damaged_files"] = []
+    report["unreachable"] = [
+        service for service in UNREACHABLE_SERVICES if counters.get(circuit_open_metric(service))
+    ]
     return report
+
+
+def filtered_reasons(counters: dict[str, int]) -> dict[str, int]:
+    """The `filtered_<reason>` counters beside `filtered`, by reason."""
+    return {
+        name.removeprefix(FILTERED_PREFIX): value
+        for name, value in sorted(counters.items())
+        if name.startswith(FILTERED_PREFIX) and value
+    }
+
+
+def http_statuses(counters: dict[str, int]) -> dict[str, int]:
+    """Woopra's answers by status, in status order, dropped connections last."""
+    answers = {
+        name.removeprefix(HTTP_STATUS_PREFIX): value
+        for name, value in counters.items()
+        if name.startswith(HTTP_STATUS_PREFIX) and value
+    }
+    return dict(sorted(answers.items(), key=lambda item: (item[0] == DROPPED, item[0])))
+
+
+def delivery_figures(counters: dict[str, int], wall_seconds: float, sent: int) -> dict[str, Any]:
+    """Answers, retries, time held back by the rate cap and 429s, and the rate achieved.
+
+    Requests are HTTP requests made, retries included (what --rate_limit caps); with the
+    file sink, the requests written.
+    """
+    answers = http_statuses(counters)
+    requests = sum(answers.values()) if answers else sent
+    return {
+        "http_statuses": answers,
+        "retries": counters.get("retries", 0),
+        "throttled_seconds": round(counters.get(THROTTLED_WALL_MS, 0) / 1000, 3),
+        "requests_per_second": round(requests / wall_seconds, 1) if wall_seconds > 0 else 0.0,
+        "wall_seconds": round(wall_seconds, 3),
+    }
 
 
 def write_report(report: dict[str, Any], output_dir: str) -> str:
@@ -71,24 +137,76 @@ def format_progress(report: dict[str, Any]) -> str:
         f"input={report['input']} sent={report['sent']} filtered={report['filtered']} "
         f"dead_lettered={report['dead_lettered']}"
         + (f" ({reasons})" if reasons else "")
-        + f" rate={report.get('sent_per_second', 0)}/s"
+        + f" rate={report.get('requests_per_second', 0)}/s"
     )
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The human summary printed at the end of a run."""
-    lines = [
-        "run report",
-        f"  input          {report['input']:>10}",
-        f"  sent           {report['sent']:>10}",
-        f"  filtered       {report['filtered']:>10}",
-        f"  dead-lettered  {report['dead_lettered']:>10}",
-    ]
-    lines += [f"    {reason:<20} {n:>8}" for reason, n in report["dead_letter_reasons"].items()]
-    lines += [f"  {name:<15}{report[name]:>10}" for name in _DELIVERY_COUNTERS if name in report]
-    lines.append(f"  elapsed        {report['elapsed_seconds']:>10} s")
-    if "sent_per_second" in report:
-        lines.append(f"  achieved rate  {report['sent_per_second']:>10} requests/s")
-    verdict = "counts add up" if report["balanced"] else "COUNTS DO NOT ADD UP"
-    lines.append(f"  {verdict}: sent + filtered + dead-lettered = input")
+    """The summary printed at the end of a run: where the events went, then how delivery
+    went, then what went wrong with one example each (as Hightouch and Census show a sync)."""
+    lines = ["run report", *_count_rows(report), ""]
+    lines += ["delivery", *_delivery_rows(report)]
+    problems = _problem_rows(report)
+    if problems:
+        lines += ["", "what stopped the run", *problems]
+    if report["dead_letter_reasons"]:
+        lines += ["", "what went wrong (one example each)"]
+        lines += _sample_rows(report)
     return "\n".join(lines)
+
+
+def _row(label: str, value: Any, unit: str = "", indent: int = 2) -> str:
+    return f"{' ' * indent}{label:<{26 - indent}}{value:>10}{' ' + unit if unit else ''}"
+
+
+def _count_rows(report: dict[str, Any]) -> list[str]:
+    rows = [_row("input", report["input"]), _row("sent", report["sent"])]
+    rows.append(_row("filtered", report["filtered"]))
+    rows += [_row(r, n, indent=4) for r, n in report["filtered_reasons"].items()]
+    below = "(by reason below)" if report["dead_letter_reasons"] else ""
+    rows.append(_row("dead-lettered", report["dead_lettered"], below))
+    if "skipped" in report:
+        rows.append(_row("skipped", report["skipped"], "not replayable, outside input"))
+    verdict = "counts add up" if report["balanced"] else "COUNTS DO NOT ADD UP"
+    rows.append(f"  {verdict}: sent + filtered + dead-lettered = input")
+    return rows
+
+
+def _delivery_rows(report: dict[str, Any]) -> list[str]:
+    answers = report["http_statuses"]
+    rows = []
+    if answers:
+        rows.append(_row("requests", sum(answers.values())))
+        rows += [_row(status, n, indent=4) for status, n in answers.items()]
+    rows.append(_row("retries", report["retries"]))
+    rows.append(_row("throttled", f"{report['throttled_seconds']:.1f}", "s"))
+    rows.append(_row("wall time", f"{report['wall_seconds']:.1f}", "s"))
+    rows.append(_row("rate", f"{report['requests_per_second']:.1f}", "requests/s"))
+    return rows
+
+
+def _problem_rows(report: dict[str, Any]) -> list[str]:
+    rows = [f"  damaged file   {path}" for path in report.get("damaged_files", [])]
+    rows += [f"  unreachable    {service}" for service in report.get("unreachable", [])]
+    if report.get("interrupted"):
+        rows.append(f"  interrupted by {report['interrupted']}")
+    return rows
+
+
+def _sample_rows(report: dict[str, Any]) -> list[str]:
+    rows = []
+    for reason, count in report["dead_letter_reasons"].items():
+        sample = report["dead_letter_samples"].get(reason)
+        if sample is None:
+            rows.append(_row(reason, count))
+            continue
+        status = f" HTTP {sample['status']}" if sample.get("status") else ""
+        rows.append(f"{_row(reason, count)}  {sample.get('stage')}{status}: {sample.get('detail')}")
+        rows.append(f"      e.g. {_one_line(sample.get('event'))}")
+    return rows
+
+
+def _one_line(event: Any, width: int = 90) -> str:
+    text = event if isinstance(event, str) else json.dumps(event, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."

@@ -5,19 +5,28 @@ from __future__ import annotations
 import base64
 import datetime
 import decimal
+import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.coders import coders
 from apache_beam.io import fileio
-from apache_beam.io.avroio import ReadAllFromAvro
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.io.textio import ReadAllFromText
+
+from pipeline.file_records import (
+    UNREADABLE_TAG,
+    CheckOpensFn,
+    ReadRecordsFn,
+    is_compressed,
+    open_event_file,
+    read_avro_records,
+    read_json_lines,
+    read_parquet_records,
+)
+from transforms.records import DeadLetter
 
 JSONL, JSON, AVRO, PARQUET = "jsonl", "json", "avro", "parquet"
 FORMATS = (JSONL, JSON, AVRO, PARQUET)
@@ -50,7 +59,7 @@ def read_json_file(file_path: str) -> Iterator[bytes]:
     anything else is one record. NaN and Infinity are let through here so that ParseEvents
     dead-letters exactly the element that has them; so is text that is not UTF-8.
     """
-    with FileSystems.open(file_path, compression_type=CompressionTypes.AUTO) as handle:
+    with open_event_file(file_path) as handle:
         first = handle.readline()
         while first and first.isspace():
             first = handle.readline()
@@ -99,37 +108,23 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def avro_record_to_json(record: dict[str, Any]) -> bytes:
-    """An Avro (or Parquet) record as the JSON text of the event it holds."""
+def avro_record_to_json(record: dict[str, Any] | DeadLetter) -> bytes | DeadLetter:
+    """An Avro (or Parquet) record as the JSON text of the event it holds (a damaged file's
+    dead letter passes through)."""
+    if isinstance(record, DeadLetter):
+        return record
     return json.dumps(record, default=_json_default, separators=(",", ":")).encode("utf-8")
-
-
-def _microsecond_timestamps(table: pa.Table) -> pa.Table:
-    """The table with nanosecond timestamps cut to microseconds, which Python's datetime holds
-    (pyarrow refuses to make a datetime of a nanosecond value without pandas)."""
-    for index, column in enumerate(table.schema):
-        if pa.types.is_timestamp(column.type) and column.type.unit == "ns":
-            target = pa.timestamp("us", tz=column.type.tz)
-            table = table.set_column(
-                index, column.name, table.column(index).cast(target, safe=False)
-            )
-    return table
-
-
-def parquet_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """The rows of one Parquet row group, as dicts of Python values."""
-    columns = _microsecond_timestamps(table).to_pydict()
-    names = list(columns)
-    for values in zip(*columns.values(), strict=True):
-        yield dict(zip(names, values, strict=True))
 
 
 class ReadEventFiles(beam.PTransform):
     """Every record of the files matching a glob, as bytes, whatever their format.
 
-    JSON lines go through ReadAllFromText, so large files are split across workers. With
-    `with_filename`, each record comes as (file path, record), and Avro and Parquet records
-    stay dicts of their values (warehouse rows, SPEC §12).
+    Plain JSON lines go through ReadAllFromText, so large files are split across workers;
+    compressed, JSON and Avro files are read whole by one worker each. A file that cannot be
+    read to its end gives what it could, then its `unreadable_file` dead letter among the
+    records (see pipeline/file_records.py). With `with_filename`, each record comes as
+    (file path, record), and Avro and Parquet records stay dicts of their values (warehouse
+    rows, SPEC §12); a damaged file's dead letter still comes alone.
     """
 
     def __init__(
@@ -141,69 +136,81 @@ class ReadEventFiles(beam.PTransform):
         self.with_filename = with_filename
 
     def expand(self, pipeline):
+        input_format = self.input_format
         paths = (
             pipeline
             | "MatchFiles" >> fileio.MatchFiles(self.file_pattern)
             | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
         )
-        readers = self._row_readers() if self.with_filename else self._record_readers()
+        if self.with_filename:
+            return self._rows(paths)
+        jsonl, json_files, avro, parquet, compressed_jsonl = paths | "ByFormat" >> beam.Partition(
+            lambda file_path, _: _reader_index(file_path, input_format), len(FORMATS) + 1
+        )
+        plain_jsonl = jsonl | "CheckOpens" >> beam.ParDo(CheckOpensFn()).with_outputs(
+            UNREADABLE_TAG, main="paths"
+        )
+        return (
+            plain_jsonl.paths | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder()),
+            plain_jsonl[UNREADABLE_TAG],
+            compressed_jsonl
+            | "ReadCompressedJsonLines" >> beam.ParDo(ReadRecordsFn(read_json_lines)),
+            json_files | "ReadJsonFiles" >> beam.ParDo(ReadRecordsFn(read_json_file)),
+            avro
+            | "ReadAvro" >> beam.ParDo(ReadRecordsFn(read_avro_records))
+            | "AvroToJson" >> beam.Map(avro_record_to_json),
+            parquet
+            | "ReadParquet" >> beam.ParDo(ReadRecordsFn(read_parquet_records))
+            | "ParquetToJson" >> beam.Map(avro_record_to_json),
+        ) | "AllRecords" >> beam.Flatten()
+
+    def _rows(self, paths):
+        """(path, record) of every file; a single format of whole-file readers is read
+        without a Flatten, which would make the runner encode each row between steps
+        (costly for Avro and Parquet values)."""
         formats = formats_matching(self.file_pattern, self.input_format)
-        # A single format is read without a Flatten, which would keep the reader from fusing
-        # with the stages after it: the runner would encode and hold every record.
-        if len(formats) == 1:
-            return readers[formats[0]](paths)
+        if len(formats) == 1 and formats[0] != JSONL:
+            return _read_with_path(paths, formats[0])
         input_format = self.input_format
         by_format = paths | "ByFormat" >> beam.Partition(
-            lambda file_path, _: formats.index(format_of(file_path, input_format)), len(formats)
+            lambda file_path, _: _reader_index(file_path, input_format), len(FORMATS) + 1
         )
-        return [
-            readers[file_format](files)
-            for file_format, files in zip(formats, by_format, strict=True)
-        ] | "AllRecords" >> beam.Flatten()
+        jsonl, compressed_jsonl = by_format[FORMATS.index(JSONL)], by_format[len(FORMATS)]
+        plain_jsonl = jsonl | "CheckOpens" >> beam.ParDo(CheckOpensFn()).with_outputs(
+            UNREADABLE_TAG, main="paths"
+        )
+        return (
+            plain_jsonl.paths
+            | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder(), with_filename=True),
+            plain_jsonl[UNREADABLE_TAG],
+            _read_with_path(compressed_jsonl, JSONL),
+            *(_read_with_path(by_format[FORMATS.index(f)], f) for f in (JSON, AVRO, PARQUET)),
+        ) | "AllRecords" >> beam.Flatten()
 
-    @staticmethod
-    def _record_readers():
-        """Each format's reader of records as bytes (Avro and Parquet records as JSON)."""
-        return {
-            JSONL: lambda files: (
-                files | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder())
-            ),
-            JSON: lambda files: files | "ReadJsonFiles" >> beam.FlatMap(read_json_file),
-            AVRO: lambda files: (
-                files
-                | "ReadAvro" >> ReadAllFromAvro()
-                | "AvroToJson" >> beam.Map(avro_record_to_json)
-            ),
-            PARQUET: lambda files: (
-                files
-                | "ReadParquet" >> ReadAllFromParquetBatched()
-                | "ParquetToJson"
-                >> beam.FlatMap(lambda table: map(avro_record_to_json, parquet_rows(table)))
-            ),
-        }
 
-    @staticmethod
-    def _row_readers():
-        """Each format's reader of (path, record): Avro and Parquet records stay dicts (rows,
-        costly to encode between steps, so better fused with what turns them into events)."""
-        return {
-            JSONL: lambda files: (
-                files
-                | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder(), with_filename=True)
-            ),
-            JSON: lambda files: (
-                files
-                | "ReadJsonFiles"
-                >> beam.FlatMap(lambda path: ((path, record) for record in read_json_file(path)))
-            ),
-            AVRO: lambda files: files | "ReadAvro" >> ReadAllFromAvro(with_filename=True),
-            PARQUET: lambda files: (
-                files
-                | "ReadParquet" >> ReadAllFromParquetBatched(with_filename=True)
-                | "ParquetRows"
-                >> beam.FlatMapTuple(lambda path, table: ((path, r) for r in parquet_rows(table)))
-            ),
-        }
+# The whole-file reader of each format.
+_FILE_READERS: dict[str, Callable[[str], Iterator[Any]]] = {
+    JSONL: read_json_lines,
+    JSON: read_json_file,
+    AVRO: read_avro_records,
+    PARQUET: read_parquet_records,
+}
+_READ_LABELS = {
+    JSONL: "ReadCompressedJsonLines",
+    JSON: "ReadJsonFiles",
+    AVRO: "ReadAvro",
+    PARQUET: "ReadParquet",
+}
+
+
+def _records_with_path(read: Callable[[str], Iterator[Any]], file_path: str) -> Iterator[Any]:
+    for record in read(file_path):
+        yield file_path, record
+
+
+def _read_with_path(paths, file_format: str):
+    read = functools.partial(_records_with_path, _FILE_READERS[file_format])
+    return paths | _READ_LABELS[file_format] >> beam.ParDo(ReadRecordsFn(read))
 
 
 def formats_matching(file_pattern: str, input_format: str = "auto") -> list[str]:
@@ -213,6 +220,14 @@ def formats_matching(file_pattern: str, input_format: str = "auto") -> list[str]
     matched = FileSystems.match([file_pattern])[0].metadata_list
     found = {format_of(meta.path) for meta in matched}
     return [file_format for file_format in FORMATS if file_format in found] or list(FORMATS)
+
+
+def _reader_index(file_path: str, input_format: str) -> int:
+    """The reader of a file: by format, and compressed JSON lines apart (read whole)."""
+    file_format = format_of(file_path, input_format)
+    if file_format == JSONL and is_compressed(file_path):
+        return len(FORMATS)
+    return FORMATS.index(file_format)
 
 
 class ReadPubSubMessages(beam.PTransform):

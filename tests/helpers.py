@@ -11,7 +11,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.builder import build_pipeline
-from pipeline.report import build_report, counters_of
+from pipeline.report import report_of
 
 TESTDATA = Path(__file__).resolve().parent.parent / "testdata"
 # The flags ./run_local.sh gives the main job; the golden files were made with them.
@@ -29,7 +29,7 @@ def run_pipeline(args: list[str]) -> dict[str, Any]:
     """Build and run the pipeline with CLI-style args; the run report."""
     result = build_pipeline(PipelineOptions(args)).run()
     result.wait_until_finish()
-    return build_report(counters_of(result.metrics()), elapsed_seconds=0)
+    return report_of(result.metrics(), elapsed_seconds=0)
 
 
 def run_file_sink(input_glob: str, output_dir: Path, *flags: str) -> dict[str, Any]:

@@ -6,8 +6,6 @@ import datetime
 import json
 from pathlib import Path
 
-import pytest
-
 from pipeline.cli import main
 from tests.helpers import read_json_lines, requests_by_device, run_file_sink, write_lines
 from tests.warehouse_tables import write_avro
@@ -121,8 +119,7 @@ def test_spec_13_a_failed_run_leaves_the_state_the_next_run_uses_unchanged(tmp_p
     good = write_avro(damaged / "b.avro", [{"id": "x", "anonymous_id": "late"}])
     (damaged / "c.avro").write_bytes(good.read_bytes()[:-40])  # cut short: the read fails
     argv = ["--input", str(damaged / "*"), "--sink", "file", "--output", str(tmp_path / "o")]
-    with pytest.raises(Exception, match=r"(?i)avro|block|sync|EOF|read"):
-        main([*argv, "--project_name", "p", *state])
+    assert main([*argv, "--project_name", "p", *state]) == 1  # damaged input: not its job
 
     assert complete_generations(str(state_dir)) == [published]
     assert _state(state_dir) == before

@@ -31,12 +31,14 @@ def _streaming_options() -> PipelineOptions:
     return options
 
 
-def _run(stream: test_stream.TestStream, expected: list) -> None:
+def _run(
+    stream: test_stream.TestStream, expected: list, settings: StreamingSettings = SETTINGS
+) -> None:
     with beam.Pipeline(options=_streaming_options()) as pipeline:
         batches = (
             pipeline
             | stream
-            | ResolveIdentity(streaming=SETTINGS)
+            | ResolveIdentity(streaming=settings)
             | beam.MapTuple(
                 lambda device, events: (
                     device,
@@ -133,3 +135,46 @@ def test_streaming_repeated_message_id_is_dropped_within_the_dedup_window_only()
         .advance_watermark_to_infinity()
     )
     _run(stream, [("cookie:a1", [("m1", None, None)]), ("cookie:a1", [("m1", None, None)])])
+
+
+def test_spec_4_streaming_buffer_waits_for_the_device_to_be_quiet():
+    # m5 opens the buffer at 5 s and m6 comes at 9 s: the buffer waits until 14 s (5 s of
+    # quiet), so m1, arriving late at 11 s, still goes out first.
+    stream = (
+        test_stream.TestStream()
+        .add_elements([_event("m5", 5)])
+        .advance_processing_time(9)
+        .add_elements([_event("m6", 9)])
+        .advance_processing_time(2)
+        .add_elements([TimestampedValue(_event("m1", 1).value, 11)])
+        .advance_processing_time(20)
+        .advance_watermark_to_infinity()
+    )
+    _run(stream, [("cookie:a1", [("m1", None, None), ("m5", None, None), ("m6", None, None)])])
+
+
+def test_spec_4_streaming_buffer_of_a_busy_device_waits_no_longer_than_the_maximum():
+    settings = StreamingSettings(
+        max_buffering_seconds=5,
+        max_buffering_wait_seconds=8,
+        identity_ttl_seconds=100,
+        dedup_window_seconds=50,
+    )
+    stream = (
+        test_stream.TestStream()
+        .add_elements([_event("m5", 5)])
+        .advance_processing_time(9)
+        .add_elements([_event("m6", 9)])  # quiet until 14 s, but the buffer is due at 13 s
+        .advance_processing_time(5)
+        .add_elements([TimestampedValue(_event("m1", 1).value, 14)])
+        .advance_processing_time(20)
+        .advance_watermark_to_infinity()
+    )
+    _run(
+        stream,
+        [
+            ("cookie:a1", [("m5", None, None), ("m6", None, None)]),
+            ("cookie:a1", [("m1", None, None)]),
+        ],
+        settings,
+    )

@@ -7,6 +7,7 @@ import argparse
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from pipeline.cli import main
 from pipeline.options import (
     LOCAL_BATCH_RUNNER,
     LOCAL_STREAMING_RUNNER,
@@ -45,6 +46,44 @@ def test_durations_must_be_positive_finite_numbers(text):
 def test_contradictory_settings_are_rejected_before_anything_runs(args, message):
     with pytest.raises(ValueError, match=message):
         validate(PipelineOptions(args))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max_attempts", "100000", "at most 10,001"),
+        ("--rate_limit", "nan", "finite"),
+        ("--rate_limit", "inf", "finite"),
+        ("--idle_timeout_ms", "-5", "must not be negative"),
+        ("--max_retry_seconds", "nan", "finite positive"),
+        ("--max_retry_seconds", "0", "finite positive"),
+        ("--circuit_open_seconds", "-1", "finite positive"),
+        ("--circuit_open_seconds", "inf", "finite positive"),
+        ("--report_interval_seconds", "0", "finite positive"),
+        ("--max_buffering_wait_seconds", "1", "at least --max_buffering_seconds"),
+        ("--max_buffering_wait_seconds", "nan", "at least --max_buffering_seconds"),
+    ],
+)
+def test_numbers_are_refused_outside_their_real_range(flag, value, message):
+    with pytest.raises(ValueError, match=message):
+        validate(PipelineOptions(["--input", "a", flag, value]))
+
+
+def test_the_largest_attempts_beam_backoff_allows_is_accepted():
+    validate(PipelineOptions(["--input", "a", "--max_attempts", "10001", "--idle_timeout_ms", "0"]))
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--max_attempts", "100000"], ["--rate_limit", "nan"], ["--idle_timeout_ms", "-5"]],
+)
+def test_cli_refuses_an_out_of_range_number_with_one_line_and_exit_2(tmp_path, capsys, flags):
+    code = main(["--input", str(tmp_path / "none.jsonl"), "--output", str(tmp_path), *flags])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("woopra-pipeline: ")
+    assert len(error.splitlines()) == 1
+    assert not (tmp_path / "report.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -206,7 +206,29 @@ def test_spec_9_invalid_json_dead_letter_keeps_the_raw_text() -> None:
     record = '{"messageId": "m-8", "type": "träck", oops}'
     dead = dead_letter(record.encode("utf-8"), INVALID_JSON)
     assert dead.event == record
-    assert dead.message_id is None
+    assert dead.message_id == "m-8"  # still readable in the text
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b'{"messageId": "m-9", "type": "track", "v": NaN}',
+        b'{"type": "track", "messageId": "m-9", "properties": {"cut": "off',
+        b'{"messageId": "m-9", "name": "\xff"}',
+        b'{"messageId" : "m-9" "type": "track"}',
+    ],
+)
+def test_spec_9_parse_dead_letter_carries_a_message_id_still_readable(record) -> None:
+    dead = dead_letter(record, INVALID_JSON)
+    assert dead.message_id == "m-9"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [b'{"type": "track", oops}', b'{"messageId": null, "x": NaN}', b'{"messageId": ""'],
+)
+def test_spec_9_parse_dead_letter_without_a_readable_message_id_has_null(record) -> None:
+    assert dead_letter(record, INVALID_JSON).message_id is None
 
 
 def test_spec_1_loads_strict_rejects_nan_and_accepts_large_finite_numbers() -> None:

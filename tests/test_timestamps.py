@@ -53,7 +53,6 @@ U_MS = ms(2023, 6, 30, 23, 59, 59, micro=1_000)
         ("2024-01-02T03:04:05.67Z", ms(2024, 1, 2, 3, 4, 5, micro=670_000)),
         ("2024-01-02T03:04:05.000Z", ms(2024, 1, 2, 3, 4, 5)),
         ("1970-01-01T00:00:00.000Z", 0),
-        ("1969-12-31T23:59:59.500Z", -500),
         ("2000-02-29T12:00:00Z", ms(2000, 2, 29, 12)),
         ("2099-12-31T23:59:59.999Z", ms(2099, 12, 31, 23, 59, 59, micro=999_000)),
     ],
@@ -123,13 +122,13 @@ def test_spec_5_offset_form_matches_datetime_for_many_offsets() -> None:
         assert parse_timestamp_ms(text) == expected, text
 
 
-def test_spec_5_sdk_form_matches_datetime_from_year_1_to_9999() -> None:
+def test_spec_5_sdk_form_matches_datetime_from_year_1970_to_9999() -> None:
     # `YYYY-MM-DDTHH:MM:SS.mmm` with `Z` or `±HH:MM` takes a faster path than the general
     # rules: same results.
     generator = random.Random(5)
     for _ in range(20_000):
         parts = (
-            generator.randint(1, 9999),
+            generator.randint(1971, 9998),
             generator.randint(1, 12),
             generator.randint(1, 28),
             generator.randint(0, 23),
@@ -151,7 +150,7 @@ def test_spec_5_sdk_form_matches_datetime_from_year_1_to_9999() -> None:
         (1_704_164_645_678, 1_704_164_645_678),
         (0, 0),
         (1, 1),
-        (-86_400_000, -86_400_000),
+        (253_402_300_799_999, 253_402_300_799_999),  # 9999-12-31T23:59:59.999Z
         (1_704_164_645_678.0, 1_704_164_645_678),
         (1_704_164_645_678.9, 1_704_164_645_678),
     ],
@@ -206,6 +205,33 @@ def test_spec_5_json_number_is_already_milliseconds(value: float, expected: int)
 def test_spec_5_unparseable_timestamp_raises_invalid_timestamp(value: Any) -> None:
     with pytest.raises(InvalidTimestampError):
         parse_timestamp_ms(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        1e300,
+        -1,
+        -0.5e3,
+        253_402_300_800_000,  # 10000-01-01T00:00:00Z
+        10**30,
+        "1969-12-31T23:59:59.999Z",
+        "0001-01-01T00:00:00.000Z",
+        "1970-01-01T00:30:00+01:00",  # 1969 in UTC
+    ],
+)
+def test_spec_5_timestamp_outside_years_1970_to_9999_is_invalid(value: Any) -> None:
+    with pytest.raises(InvalidTimestampError, match="outside years 1970-9999"):
+        parse_timestamp_ms(value)
+    dead = prepare_event(event(value), SETTINGS)
+    assert isinstance(dead, DeadLetter)
+    assert dead.reason == "invalid_timestamp"
+
+
+def test_spec_5_timestamp_range_ends_are_kept() -> None:
+    assert parse_timestamp_ms("1970-01-01T00:00:00.000Z") == 0
+    assert parse_timestamp_ms("9999-12-31T23:59:59.999Z") == 253_402_300_799_999
+    assert parse_timestamp_ms(0.9) == 0
 
 
 # --- which field ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from transforms.records import (
     MAX_FLOAT_WIRE_CHARS,
     STAGE_MAP,
     STAGE_PARSE,
+    STAGE_READ,
     STAGE_SEND,
     DeadLetter,
     WoopraRequest,
@@ -356,12 +357,14 @@ def test_spec_9_reason_codes_are_exactly_the_documented_ones() -> None:
         "request_too_large",
         "http_4xx",
         "retries_exhausted",
+        "unreadable_file",
+        "interrupted",
     }
-    assert len(DEAD_LETTER_REASONS) == 11
+    assert len(DEAD_LETTER_REASONS) == 13
 
 
 def test_spec_9_stages() -> None:
-    assert (STAGE_PARSE, STAGE_MAP, STAGE_SEND) == ("parse", "map", "send")
+    assert (STAGE_READ, STAGE_PARSE, STAGE_MAP, STAGE_SEND) == ("read", "parse", "map", "send")
 
 
 def test_spec_9_dead_letter_to_dict_shape() -> None:
@@ -421,7 +424,7 @@ def test_spec_9_parse_dead_letter_json_line_keeps_the_raw_text() -> None:
     decoded = json.loads(dead.to_json())
     assert decoded["stage"] == "parse"
     assert decoded["reason"] == "invalid_json"
-    assert decoded["message_id"] is None
+    assert decoded["message_id"] == "m-2"  # readable in the text
     assert decoded["status"] is None
     assert decoded["event"] == '{"messageId": "m-2", "bad": "\\xff\\xfe", "ok": "Zoë"}'
 

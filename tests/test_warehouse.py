@@ -329,3 +329,16 @@ def test_spec_12_users_rows_are_identifies_keyed_by_user():
 def test_spec_12_groups_rows_are_unsupported():
     dead = convert_row({"id": "g", "name": "acme"}, "groups")
     assert (dead.reason, dead.message_id) == ("unsupported_type", "g")
+
+
+def test_spec_9_a_damaged_warehouse_file_is_named_and_counted_once(tmp_path):
+    rows = tables()["pages"]
+    good = write_parquet(tmp_path / "in" / "pages.parquet", rows)
+    (tmp_path / "in" / "screens.parquet").write_bytes(good.read_bytes()[:-100])
+    report = run_file_sink(
+        str(tmp_path / "in" / "*.parquet"), tmp_path / "out", "--warehouse_table", "auto", *FLAGS
+    )
+    assert report["input"] == len(rows) + 1
+    assert report["dead_letter_reasons"] == {"unreadable_file": 1}
+    dead = [d for f in read_json_lines(tmp_path / "out", "dead_letters") for d in f]
+    assert "screens.parquet" in dead[0]["detail"]

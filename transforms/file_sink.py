@@ -9,6 +9,7 @@ from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows
 
+from transforms.progress import ProgressCounter
 from transforms.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE, DeadLetter, WoopraRequest
 
 REQUESTS_PREFIX = "requests"
@@ -40,7 +41,7 @@ def _write_lines(lines, output_dir: str, prefix: str, windowed: bool):
 
 class _RequestLinesFn(beam.DoFn):
     def __init__(self) -> None:
-        self.sent = Metrics.counter(METRICS_NAMESPACE, "sent")
+        self.sent = ProgressCounter("sent")
 
     def process(self, element: tuple[str, list[WoopraRequest]]):
         _, requests = element
@@ -67,7 +68,7 @@ class WriteRequests(beam.PTransform):
 
 class _CountDeadLettersFn(beam.DoFn):
     def __init__(self) -> None:
-        self.dead_lettered = Metrics.counter(METRICS_NAMESPACE, "dead_lettered")
+        self.dead_lettered = ProgressCounter("dead_lettered")
         self.by_reason = {
             reason: Metrics.counter(METRICS_NAMESPACE, dead_letter_metric(reason))
             for reason in DEAD_LETTER_REASONS

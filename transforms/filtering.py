@@ -9,6 +9,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.fields import non_empty, path, woopra_integration
+from transforms.progress import ProgressCounter
 from transforms.records import METRICS_NAMESPACE
 
 BY_INTEGRATIONS = "integrations"
@@ -75,7 +76,7 @@ def _consent_denied(event: dict[str, Any], categories: frozenset[str]) -> bool:
 class _FilterFn(beam.DoFn):
     def __init__(self, settings: FilterSettings) -> None:
         self.settings = settings
-        self.filtered = Metrics.counter(METRICS_NAMESPACE, "filtered")
+        self.filtered = ProgressCounter("filtered")
         self.filtered_by = {
             reason: Metrics.counter(METRICS_NAMESPACE, f"filtered_{reason}")
             for reason in (BY_INTEGRATIONS, BY_EVENT_NAME, BY_CONSENT)

@@ -20,8 +20,17 @@ from urllib3.exceptions import (
 )
 from urllib3.util.retry import Retry
 
+from transforms.circuit import CircuitBreaker, CircuitOpenError
 from transforms.rate_limit import WorkerThrottle
-from transforms.records import HTTP_4XX, RETRIES_EXHAUSTED, STAGE_SEND, DeadLetter, WoopraRequest
+from transforms.records import (
+    HTTP_4XX,
+    INTERRUPTED,
+    RETRIES_EXHAUSTED,
+    STAGE_SEND,
+    DeadLetter,
+    WoopraRequest,
+)
+from transforms.stop import stop_requested, wait_for_stop
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -30,6 +39,9 @@ _LOGGER = logging.getLogger(__name__)
 _RETRYABLE_ERRORS = (TimeoutError, ProtocolError)
 # Used only for its Retry-After parser (delay-seconds or HTTP-date, capped at 6 hours).
 _RETRY_AFTER_PARSER = Retry(total=0)
+# A backoff wait looks at the stop flag and the circuit at least this often.
+_PAUSE_SLICE_SECONDS = 0.25
+INTERRUPTED_DETAIL = "the run was stopped before this request was sent"
 
 
 def is_retryable(status: int) -> bool:
@@ -70,8 +82,11 @@ class Outcome:
     attempts: int
     status: int | None
     throttled_responses: int = 0
-    waited_seconds: float = 0.0
     latencies_ms: tuple[int, ...] = ()
+    # The service whose open circuit ended the request, if one did.
+    circuit_open: str | None = None
+    # The answer to each attempt: its HTTP status, or None when no answer came (SPEC §16).
+    statuses: tuple[int | None, ...] = ()
 
     @property
     def delivered(self) -> bool:
@@ -114,8 +129,10 @@ class WoopraClient:
         timeout_seconds: float,
         backoff_base_seconds: float,
         backoff_cap_seconds: float,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._throttle = throttle
+        self._breaker = breaker
         self._max_attempts = max_attempts
         self._max_retry_seconds = max_retry_seconds
         self._timeout = timeout_seconds
@@ -133,7 +150,12 @@ class WoopraClient:
         self._pool.clear()
 
     def send(self, request: WoopraRequest) -> Outcome:
-        """Delivers `request` or returns its dead letter; never raises for HTTP or I/O trouble."""
+        """Delivers `request` or returns its dead letter; never raises for HTTP or I/O trouble.
+
+        An open circuit (Woopra or the rate limit service unreachable) gives it up as
+        `retries_exhausted`, a stop of the run as `interrupted`; both before an attempt or
+        during a backoff wait, never during an attempt.
+        """
         deadline = time.monotonic() + self._max_retry_seconds
         delays = iter(
             FuzzedExponentialIntervals(
@@ -144,33 +166,55 @@ class WoopraClient:
             )
         )
         attempts = throttled = 0
-        waited = 0.0
         latencies: list[int] = []
+        statuses: list[int | None] = []
         status: int | None = None
 
-        def outcome(reason: str | None = None, detail: str = "") -> Outcome:
+        def outcome(
+            reason: str | None = None, detail: str = "", circuit_open: str | None = None
+        ) -> Outcome:
             letter = (
                 None if reason is None else dead_letter(request, reason, detail, status, attempts)
             )
-            return Outcome(request, letter, attempts, status, throttled, waited, tuple(latencies))
+            return Outcome(
+                request,
+                letter,
+                attempts,
+                status,
+                throttled,
+                tuple(latencies),
+                circuit_open=circuit_open,
+                statuses=tuple(statuses),
+            )
 
         while True:
-            wait_started = time.monotonic()
-            acquired = self._throttle.acquire(deadline)
-            waited += time.monotonic() - wait_started
+            if stop_requested():
+                return outcome(INTERRUPTED, INTERRUPTED_DETAIL)
+            try:
+                if self._breaker is not None:
+                    self._breaker.check()
+                acquired = self._throttle.acquire(deadline)
+            except CircuitOpenError as error:
+                return outcome(RETRIES_EXHAUSTED, error.detail, error.service)
             if not acquired:
                 return outcome(RETRIES_EXHAUSTED, "rate limit wait exceeded the retry time budget")
+            if stop_requested() or self._circuit_is_open():
+                self._throttle.release()
+                continue
             attempts += 1
             sent_at = time.monotonic()
             response, error = self._attempt(request)
             latencies.append(round((time.monotonic() - sent_at) * 1000))
+            statuses.append(None if response is None else response.status)
             if response is None:
                 status = retry_after = None
                 detail = describe_error(error)
+                self._report_to_circuit(reachable=False)
                 if not isinstance(error, _RETRYABLE_ERRORS):
                     return outcome(RETRIES_EXHAUSTED, detail)
             else:
                 status = response.status
+                self._report_to_circuit(reachable=status < 500)
                 detail = f"HTTP {status}"
                 retry_after = retry_after_seconds(response.headers.get("Retry-After"))
                 if status == 429:
@@ -189,7 +233,26 @@ class WoopraClient:
             delay = max(delay, retry_after or 0.0)
             if time.monotonic() + delay >= deadline:
                 return outcome(RETRIES_EXHAUSTED, detail)
-            time.sleep(delay)
+            self._pause(delay)
+
+    def _circuit_is_open(self) -> bool:
+        return self._breaker is not None and self._breaker.is_open
+
+    def _report_to_circuit(self, reachable: bool) -> None:
+        """Connection errors and 5xx count against Woopra's circuit; any other answer for it."""
+        if self._breaker is None:
+            return
+        if reachable:
+            self._breaker.succeeded()
+        else:
+            self._breaker.failed()
+
+    def _pause(self, seconds: float) -> None:
+        """A backoff wait, cut short by a stop of the run or an open circuit."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0 and not self._circuit_is_open():
+            if wait_for_stop(min(left, _PAUSE_SLICE_SECONDS)):
+                return
 
     def _attempt(
         self, request: WoopraRequest

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.coders import PickleCoder, TupleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
@@ -128,8 +128,27 @@ class StreamingSettings:
 
     max_buffering_seconds: float = 2.0
     max_buffered_events: int = 500
+    max_buffering_wait_seconds: float = 30.0
     identity_ttl_seconds: float = 30 * 24 * 3600
     dedup_window_seconds: float = 24 * 3600
+
+
+# An element that reaches the pipeline within this long of its timestamp is live: its device's
+# quiet time counts from when it arrived. Older ones are a backlog, timed by their timestamps.
+MAX_ARRIVAL_LAG_SECONDS = 60
+
+
+def arrival_time(timestamp: Timestamp) -> Timestamp:
+    """When a live element arrived (the clock now), else its own timestamp.
+
+    Pub/Sub hands a burst of messages over in portions, seconds apart: counted from the
+    publish time, a device's earlier events published a little late would arrive after its
+    buffer was already sent. A backlog, and TestStream's clock, keep element time.
+    """
+    now = Timestamp.now()
+    if Duration(0) <= now - timestamp < Duration(seconds=MAX_ARRIVAL_LAG_SECONDS):
+        return now
+    return timestamp
 
 
 class _StreamingResolveFn(beam.DoFn):
@@ -137,14 +156,18 @@ class _StreamingResolveFn(beam.DoFn):
 
     Times are measured from the element timestamp (Pub/Sub publish time), so TestStream
     controls them and a backlog flushes at once. The buffering flush is a processing-time
-    timer; the TTL of the device's identity and seen messageIds is an event-time timer,
-    which, unlike a processing-time one, holds no watermark back for as long as it waits.
-    The dedup window prunes old messageIds. Every flush clears the pending flush timers, so
-    a quiet device keeps only its TTL timer.
+    timer, `max_buffering_seconds` after the device's latest event (so a batch that arrives a
+    little late still joins the others) but no later than `max_buffering_wait_seconds` after
+    the first buffered one. The TTL of the device's identity and seen messageIds is an
+    event-time timer, which, unlike a processing-time one, holds no watermark back for as
+    long as it waits. The dedup window prunes old messageIds. Every flush clears the pending
+    flush timers, so a quiet device keeps only its TTL timer.
     """
 
     BUFFER = BagStateSpec("buffer", PreparedEventCoder())
     BUFFERED = ReadModifyWriteStateSpec("buffered", VarIntCoder())
+    # When the buffer is due to flush and the latest it may, in micros (element time).
+    FLUSH_AT = ReadModifyWriteStateSpec("flush_at", TupleCoder((VarIntCoder(), VarIntCoder())))
     IDENTITY = ReadModifyWriteStateSpec("identity", PickleCoder())
     SEEN = ReadModifyWriteStateSpec("seen", PickleCoder())
     FLUSH = TimerSpec("flush", TimeDomain.REAL_TIME)
@@ -170,6 +193,7 @@ class _StreamingResolveFn(beam.DoFn):
         flush=beam.DoFn.TimerParam(FLUSH),
         expire=beam.DoFn.TimerParam(EXPIRE),
         drain=beam.DoFn.TimerParam(DRAIN),
+        flush_at=beam.DoFn.StateParam(FLUSH_AT),
     ):
         device, event = element
         if self._is_duplicate(event.message_id, now, seen):
@@ -180,11 +204,19 @@ class _StreamingResolveFn(beam.DoFn):
         count = (buffered.read() or 0) + 1
         buffered.write(count)
         expire.set(now + Duration(seconds=self.settings.identity_ttl_seconds))
+        quiet = Duration(seconds=self.settings.max_buffering_seconds)
+        quiet_until = (arrival_time(now) + quiet).micros
         if count == 1:
-            flush.set(now + Duration(seconds=self.settings.max_buffering_seconds))
+            wait = Duration(seconds=self.settings.max_buffering_wait_seconds)
+            due, latest = quiet_until, (now + wait).micros
             drain.set(GlobalWindow().max_timestamp())
+        else:
+            due, latest = flush_at.read()
+        due = min(max(due, quiet_until), latest)
+        flush_at.write((due, latest))
+        flush.set(Timestamp(micros=due))
         if count >= self.settings.max_buffered_events:
-            yield from self._flush(device, buffer, buffered, identity, (flush, drain))
+            yield from self._flush(device, buffer, buffered, identity, (flush, drain), flush_at)
 
     @on_timer(FLUSH)
     @on_timer(DRAIN)
@@ -196,8 +228,9 @@ class _StreamingResolveFn(beam.DoFn):
         identity=beam.DoFn.StateParam(IDENTITY),
         flush=beam.DoFn.TimerParam(FLUSH),
         drain=beam.DoFn.TimerParam(DRAIN),
+        flush_at=beam.DoFn.StateParam(FLUSH_AT),
     ):
-        yield from self._flush(key, buffer, buffered, identity, (flush, drain))
+        yield from self._flush(key, buffer, buffered, identity, (flush, drain), flush_at)
 
     @on_timer(EXPIRE)
     def on_expire(
@@ -209,8 +242,9 @@ class _StreamingResolveFn(beam.DoFn):
         seen=beam.DoFn.StateParam(SEEN),
         flush=beam.DoFn.TimerParam(FLUSH),
         drain=beam.DoFn.TimerParam(DRAIN),
+        flush_at=beam.DoFn.StateParam(FLUSH_AT),
     ):
-        yield from self._flush(key, buffer, buffered, identity, (flush, drain))
+        yield from self._flush(key, buffer, buffered, identity, (flush, drain), flush_at)
         identity.clear()
         seen.clear()
         self.expired.inc()
@@ -230,10 +264,11 @@ class _StreamingResolveFn(beam.DoFn):
         seen.write(first_seen)
         return False
 
-    def _flush(self, device: str, buffer, buffered, identity, timers):
+    def _flush(self, device: str, buffer, buffered, identity, timers, flush_at):
         events = list(buffer.read())
         buffer.clear()
         buffered.clear()
+        flush_at.clear()
         for timer in timers:
             timer.clear()
         if not events:

@@ -10,13 +10,12 @@ from typing import Any
 
 import apache_beam as beam
 import orjson
-from apache_beam.metrics import Metrics
 
 from transforms.mapping import message_id_of
+from transforms.progress import ProgressCounter
 from transforms.records import (
     DEAD_LETTER_TAG,
     INVALID_JSON,
-    METRICS_NAMESPACE,
     NOT_AN_OBJECT,
     STAGE_PARSE,
     TOO_LARGE,
@@ -34,6 +33,10 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 # Enough digits in a row for an integer beyond 64 bits, which orjson would read as a float.
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
 _NOT_PARSED = object()
+# A file or message may start with a UTF-8 byte order mark; JSON readers may ignore it (RFC 8259).
+UTF8_BOM = b"\xef\xbb\xbf"
+# The messageId of a line that is not valid JSON, when its text still shows one.
+_MESSAGE_ID_TEXT = re.compile(rb'"messageId"\s*:\s*"((?:[^"\\]|\\.){1,256})"')
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 
 
@@ -135,6 +138,8 @@ def parse_record(
     not count, only that of the event made from it).
     """
     data = record.encode("utf-8", errors="surrogatepass") if isinstance(record, str) else record
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
     if not data or data.isspace():
         return None
     if len(data) > max_bytes:
@@ -142,11 +147,28 @@ def parse_record(
     try:
         value = loads_strict(data)
     except InvalidEventError as err:
-        return DeadLetter(None, STAGE_PARSE, INVALID_JSON, str(err), event=_raw_text(data))
+        message_id = readable_message_id(data)
+        return DeadLetter(message_id, STAGE_PARSE, INVALID_JSON, str(err), event=_raw_text(data))
     if not isinstance(value, dict):
         detail = f"a JSON {_JSON_KINDS.get(type(value), 'null')}, not an object"
         return DeadLetter(None, STAGE_PARSE, NOT_AN_OBJECT, detail, event=value)
     return value
+
+
+def readable_message_id(data: bytes) -> str | None:
+    """The messageId of a record that is not a valid event, when it can still be read: from
+    the JSON with NaN and the like allowed, else from its text (a line cut short, bad UTF-8).
+    """
+    with contextlib.suppress(ValueError, RecursionError):
+        message_id = message_id_of(json.loads(data.decode("utf-8")))
+        if message_id is not None:
+            return message_id
+    match = _MESSAGE_ID_TEXT.search(data)
+    if match is None:
+        return None
+    with contextlib.suppress(ValueError):
+        return message_id_of({"messageId": json.loads(b'"' + match.group(1) + b'"')})
+    return None
 
 
 def too_large(data: bytes, max_bytes: int = MAX_EVENT_BYTES) -> DeadLetter:
@@ -163,10 +185,11 @@ def too_large(data: bytes, max_bytes: int = MAX_EVENT_BYTES) -> DeadLetter:
 
 class _ParseFn(beam.DoFn):
     def __init__(self) -> None:
-        self.input_events = Metrics.counter(METRICS_NAMESPACE, "input")
+        self.input_events = ProgressCounter("input")
 
-    def process(self, record: bytes | str):
-        parsed = parse_record(record)
+    def process(self, record: bytes | str | DeadLetter):
+        # A file that could not be read to its end sends its dead letter among its records.
+        parsed = record if isinstance(record, DeadLetter) else parse_record(record)
         if parsed is None:
             return
         self.input_events.inc()

@@ -14,9 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import grpc
 from apache_beam.io.components.rate_limiter import EnvoyRateLimiter
 from apache_beam.io.components.util import MovingSum
 
+from transforms.circuit import CircuitBreaker
 from transforms.records import METRICS_NAMESPACE
 
 # The longest single sleep, so that a new pause is noticed within a second; also how long a
@@ -178,9 +180,17 @@ class EnvoyLimiter:
     """A global cap from an Envoy rate-limit service, with the local 429 pause and slow-down.
 
     Non-blocking mode with our own loop, because `block_until_allowed=True` waits without bound.
+    With a `breaker`, the service must answer within its time when the limiter is made, and
+    a failed call (Beam's client tries five times, 10 s apart) counts against the circuit;
+    while it is open, `acquire` raises CircuitOpenError.
     """
 
-    def __init__(self, service_address: str, local: AdaptiveRateLimiter) -> None:
+    def __init__(
+        self,
+        service_address: str,
+        local: AdaptiveRateLimiter,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.envoy = EnvoyRateLimiter(
             service_address=service_address,
             domain=RLS_DOMAIN,
@@ -191,17 +201,35 @@ class EnvoyLimiter:
             namespace=METRICS_NAMESPACE,
         )
         self.local = local
+        self.breaker = breaker
+        if breaker is not None and not _answers(service_address, breaker.open_after_seconds):
+            breaker.trip()
 
     def acquire(self, deadline: float) -> bool:
+        if self.breaker is not None:
+            self.breaker.check()
         if not self.local.acquire(deadline):
             return False
         # A refusal usually sleeps until the RLS window resets; one that does not (no reset
         # time given) must not turn this into a busy loop against the service.
-        while not self.envoy.allow():
+        while not self._allow():
             if time.monotonic() + _MIN_REFUSAL_WAIT_SECONDS >= deadline:
                 return False
             time.sleep(_MIN_REFUSAL_WAIT_SECONDS)
         return True
+
+    def _allow(self) -> bool:
+        try:
+            allowed = self.envoy.allow()
+        except grpc.RpcError:
+            if self.breaker is None:
+                raise
+            self.breaker.failed()
+            self.breaker.check()
+            return False
+        if self.breaker is not None:
+            self.breaker.succeeded()
+        return allowed
 
     def accepted(self) -> None:
         self.local.accepted()
@@ -210,17 +238,69 @@ class EnvoyLimiter:
         self.local.throttled(retry_after)
 
 
+def _answers(service_address: str, timeout_seconds: float) -> bool:
+    """Whether a gRPC connection to the service can be made within the time."""
+    channel = grpc.insecure_channel(service_address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_seconds)
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
+    return True
+
+
+class HeldBackClock:
+    """Wall time during which at least one thread was waiting, however many waited at once.
+
+    Summing each request's wait instead would count one second of a 32-thread pause as 32.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._since = 0.0
+        self._untaken = 0.0
+
+    def __enter__(self) -> HeldBackClock:
+        with self._lock:
+            if self._waiting == 0:
+                self._since = self._clock()
+            self._waiting += 1
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._waiting -= 1
+            if self._waiting == 0:
+                self._untaken += self._clock() - self._since
+
+    def take_seconds(self) -> float:
+        """The held-back time not taken before, a wait still going on included up to now."""
+        with self._lock:
+            now = self._clock()
+            taken = self._untaken
+            if self._waiting:
+                taken += now - self._since
+                self._since = now
+            self._untaken = 0.0
+        return taken
+
+
 class WorkerThrottle:
     """Everything a sending thread waits on before one attempt: an in-flight slot, then the rate.
 
     The slot comes first so that threads released together by the in-flight cap still leave
-    at the paced rate.
+    at the paced rate. `held_back` measures the wall time threads spent waiting on the rate
+    cap and 429 pauses (not on the in-flight cap, which is concurrency, not throttling).
     """
 
     def __init__(self, limiter: Limiter, max_in_flight: int) -> None:
         self.limiter = limiter
         self.max_in_flight = max_in_flight
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        self.held_back = HeldBackClock()
 
     def acquire(self, deadline: float) -> bool:
         """Takes an in-flight slot and a rate token; holds nothing when False or raising."""
@@ -228,7 +308,8 @@ class WorkerThrottle:
             return False
         granted = False
         try:
-            granted = self.limiter.acquire(deadline)
+            with self.held_back:
+                granted = self.limiter.acquire(deadline)
             return granted
         finally:
             if not granted:
@@ -251,6 +332,7 @@ def build_throttle(
     num_workers: int,
     max_in_flight: int,
     rate_limit_service: str | None = None,
+    rate_limit_service_breaker: CircuitBreaker | None = None,
 ) -> WorkerThrottle:
     """The throttle for one worker process.
 
@@ -260,7 +342,9 @@ def build_throttle(
     """
     limiter: Limiter
     if rate_limit_service:
-        limiter = EnvoyLimiter(rate_limit_service, AdaptiveRateLimiter(0.0))
+        limiter = EnvoyLimiter(
+            rate_limit_service, AdaptiveRateLimiter(0.0), rate_limit_service_breaker
+        )
     else:
         limiter = AdaptiveRateLimiter(per_worker_rate(rate_limit, num_workers))
     return WorkerThrottle(limiter, max_in_flight)

@@ -22,6 +22,8 @@ INVALID_TIMESTAMP = "invalid_timestamp"
 REQUEST_TOO_LARGE = "request_too_large"
 HTTP_4XX = "http_4xx"
 RETRIES_EXHAUSTED = "retries_exhausted"
+UNREADABLE_FILE = "unreadable_file"
+INTERRUPTED = "interrupted"
 DEAD_LETTER_REASONS = (
     INVALID_JSON,
     NOT_AN_OBJECT,
@@ -34,9 +36,12 @@ DEAD_LETTER_REASONS = (
     REQUEST_TOO_LARGE,
     HTTP_4XX,
     RETRIES_EXHAUSTED,
+    UNREADABLE_FILE,
+    INTERRUPTED,
 )
 
 # Stages a dead letter can come from (SPEC §9).
+STAGE_READ = "read"
 STAGE_PARSE = "parse"
 STAGE_MAP = "map"
 STAGE_SEND = "send"

@@ -17,7 +17,15 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.circuit import (
+    RATE_LIMIT_SERVICE,
+    UNREACHABLE_SERVICES,
+    WOOPRA,
+    CircuitBreaker,
+    circuit_open_metric,
+)
 from transforms.http_client import Outcome, WoopraClient, dead_letter
+from transforms.progress import ProgressCounter
 from transforms.rate_limit import WorkerThrottle, build_throttle
 from transforms.records import (
     DEAD_LETTER_TAG,
@@ -27,6 +35,18 @@ from transforms.records import (
 )
 
 _LOGGER = logging.getLogger(__name__)
+
+# The counters of Woopra's answers are `http_<status>`; an attempt without one is this.
+HTTP_STATUS_PREFIX = "http_"
+DROPPED = "dropped"
+# Wall time this worker's sender was held back by the rate cap or a 429 pause, in ms.
+THROTTLED_WALL_MS = "throttled_wall_ms"
+
+
+def http_status_metric(status: int | None) -> str:
+    """The counter of one kind of answer: `http_200`, `http_429`, `http_dropped` (no answer)."""
+    return HTTP_STATUS_PREFIX + (DROPPED if status is None else str(status))
+
 
 # Longest single wait of the bundle thread for the sending threads.
 _WAIT_SLICE_SECONDS = 1.0
@@ -39,7 +59,9 @@ class DeliverySettings:
     """How the sink sends: rate and concurrency caps, retries, timeouts (SPEC §10).
 
     `num_workers` is the number of worker processes sharing `rate_limit` when no
-    `rate_limit_service` (Envoy RLS "host:port") holds the global cap.
+    `rate_limit_service` (Envoy RLS "host:port") holds the global cap. Once every request
+    failed for `circuit_open_seconds`, the sink stops trying; with `circuit_retry_seconds`
+    (streaming) it tries again that long after.
     """
 
     rate_limit: float = 0.0
@@ -51,6 +73,8 @@ class DeliverySettings:
     backoff_cap_seconds: float = 30.0
     num_workers: int = 1
     rate_limit_service: str | None = None
+    circuit_open_seconds: float = 60.0
+    circuit_retry_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limit < 0:
@@ -58,7 +82,7 @@ class DeliverySettings:
         for name in ("max_in_flight", "max_attempts", "num_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_retry_seconds", "timeout_seconds"):
+        for name in ("max_retry_seconds", "timeout_seconds", "circuit_open_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("backoff_base_seconds", "backoff_cap_seconds"):
@@ -185,16 +209,23 @@ class _SendFn(beam.DoFn):
     def __init__(self, settings: DeliverySettings) -> None:
         self._settings = settings
         self._shared_throttle = shared.Shared()
-        self._sent = Metrics.counter(METRICS_NAMESPACE, "sent")
+        self._shared_breaker = shared.Shared()
+        self._circuit_open = {
+            service: Metrics.counter(METRICS_NAMESPACE, circuit_open_metric(service))
+            for service in UNREACHABLE_SERVICES
+        }
+        self._sent = ProgressCounter("sent")
         self._send_failures = Metrics.counter(METRICS_NAMESPACE, "send_failures")
         self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
         self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
-        self._throttled_ms = Metrics.counter(METRICS_NAMESPACE, "throttled_ms")
+        self._throttled_wall_ms = Metrics.counter(METRICS_NAMESPACE, THROTTLED_WALL_MS)
+        self._answers: dict[int | None, Any] = {}
         self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
 
     def setup(self) -> None:
         settings = self._settings
         self._throttle = self._shared_throttle.acquire(self._make_throttle)
+        self._breaker = self._shared_breaker.acquire(lambda: self._make_breaker(WOOPRA))
         self._client = WoopraClient(
             self._throttle,
             max_attempts=settings.max_attempts,
@@ -202,6 +233,7 @@ class _SendFn(beam.DoFn):
             timeout_seconds=settings.timeout_seconds,
             backoff_base_seconds=settings.backoff_base_seconds,
             backoff_cap_seconds=settings.backoff_cap_seconds,
+            breaker=self._breaker,
         )
         self._pool = ThreadPoolExecutor(
             max_workers=settings.max_in_flight, thread_name_prefix="woopra-send"
@@ -215,6 +247,13 @@ class _SendFn(beam.DoFn):
             num_workers=settings.num_workers,
             max_in_flight=settings.max_in_flight,
             rate_limit_service=settings.rate_limit_service,
+            rate_limit_service_breaker=self._make_breaker(RATE_LIMIT_SERVICE),
+        )
+
+    def _make_breaker(self, service: str) -> CircuitBreaker:
+        settings = self._settings
+        return CircuitBreaker(
+            service, settings.circuit_open_seconds, settings.circuit_retry_seconds
         )
 
     def start_bundle(self) -> None:
@@ -247,17 +286,28 @@ class _SendFn(beam.DoFn):
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
+    def _answer_counter(self, status: int | None) -> Any:
+        counter = self._answers.get(status)
+        if counter is None:
+            counter = Metrics.counter(METRICS_NAMESPACE, http_status_metric(status))
+            self._answers[status] = counter
+        return counter
+
     def _emit(self, results: list[tuple[WindowedValue, Outcome]]) -> Iterator[Any]:
         """Outputs and counts finished results, in the window and timestamp of their input."""
+        self._throttled_wall_ms.inc(round(self._throttle.held_back.take_seconds() * 1000))
         for source, outcome in results:
             self._retries.inc(max(0, outcome.attempts - 1))
             self._throttled_responses.inc(outcome.throttled_responses)
-            self._throttled_ms.inc(round(outcome.waited_seconds * 1000))
             for latency in outcome.latencies_ms:
                 self._latency_ms.update(latency)
+            for status in outcome.statuses:
+                self._answer_counter(status).inc()
             if outcome.dead_letter is None:
                 self._sent.inc()
                 yield source.with_value(outcome.request)
             else:
                 self._send_failures.inc()
+                if outcome.circuit_open is not None:
+                    self._circuit_open[outcome.circuit_open].inc()
                 yield TaggedOutput(DEAD_LETTER_TAG, source.with_value(outcome.dead_letter))

@@ -24,6 +24,11 @@ _ISO_DATE_TIME = re.compile(
 )
 
 
+# The times an event can have, in ms: from the epoch to the end of year 9999 (UTC).
+MIN_TIMESTAMP_MS = 0
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+
+
 class InvalidTimestampError(ValueError):
     """The chosen timestamp field is present but cannot be read."""
 
@@ -42,12 +47,22 @@ def event_timestamp_ms(event: dict[str, Any]) -> int | None:
 
 
 def parse_timestamp_ms(value: Any) -> int:
-    """Milliseconds since the epoch from an ISO 8601 date-time or a JSON number of milliseconds.
+    """Milliseconds since the epoch from an ISO 8601 date-time or a JSON number of milliseconds,
+    within years 1970-9999: Woopra counts time from the epoch, and a number beyond that range
+    (`1e300`, `-1`) is a broken field, not a time.
 
     Hand-written rather than `datetime.fromisoformat`, which accepts forms that are not
     date-times (a bare date, week dates) and rounds sub-millisecond digits instead of
     cutting them off. That parser serves only the SDKs' own forms, which it reads exactly.
     """
+    millis = _timestamp_ms(value)
+    if not MIN_TIMESTAMP_MS <= millis <= MAX_TIMESTAMP_MS:
+        shown = value[:64] if isinstance(value, str) else value
+        raise InvalidTimestampError(f"outside years 1970-9999: {shown!r}")
+    return millis
+
+
+def _timestamp_ms(value: Any) -> int:
     value_type = type(value)
     if value_type is str:
         if _SDK_FORM.fullmatch(value) is None:
@@ -57,7 +72,7 @@ def parse_timestamp_ms(value: Any) -> int:
         except ValueError:  # no such day: the general rules say so
             return _iso_ms(value)
     if value_type is int:
-        return value
+        return int(value)
     if value_type is float:
         return int(value)
     shown = repr(value) if value_type is bool else value_type.__name__

@@ -351,7 +351,11 @@ class _RowsToEventsFn(beam.DoFn):
             return PER_EVENT_TABLE
         return table
 
-    def process(self, element: tuple[str, Any]):
+    def process(self, element: tuple[str, Any] | DeadLetter):
+        if isinstance(element, DeadLetter):  # a damaged file's, among its rows: one input
+            self.input_events.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, element)
+            return
         file_path, record = element
         if isinstance(record, dict):
             row = record

@@ -1,0 +1,149 @@
+"""Event files read to their end, or named with how far they got (SPEC §9 `unreadable_file`).
+
+Beam's text source stops silently at a gzip stream that ends early and fails the whole run,
+naming no file, on a corrupt one. Here a compressed, JSON or Avro file is read by one worker
+with the standard library's decompressors, which raise on both; what was read before the
+damage goes on, and the damage becomes one dead letter. Plain JSON-lines files stay with
+Beam's splittable reader (a plain file cannot end early), after a check that they open.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import apache_beam as beam
+import fastavro
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from transforms.parse import UTF8_BOM
+from transforms.records import METRICS_NAMESPACE, STAGE_READ, UNREADABLE_FILE, DeadLetter
+
+# The report's list of damaged files is this string-set metric.
+DAMAGED_FILES_METRIC = "damaged_files"
+UNREADABLE_TAG = "unreadable"
+
+_DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
+    CompressionTypes.GZIP: lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    CompressionTypes.BZIP2: lambda raw: bz2.BZ2File(raw, mode="rb"),
+}
+
+
+def is_compressed(file_path: str) -> bool:
+    return CompressionTypes.detect_compression_type(file_path) != CompressionTypes.UNCOMPRESSED
+
+
+@contextlib.contextmanager
+def open_event_file(file_path: str) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed by its extension, without a leading UTF-8 BOM.
+
+    gzip and bzip2 raise when the data ends early or is corrupt; other compressions go
+    through Beam's own decompressors.
+    """
+    compression = CompressionTypes.detect_compression_type(file_path)
+    decompress = _DECOMPRESSORS.get(compression)
+    if decompress is None:
+        handle = FileSystems.open(file_path, compression_type=compression)
+    else:
+        handle = decompress(
+            FileSystems.open(file_path, compression_type=CompressionTypes.UNCOMPRESSED)
+        )
+    with handle:
+        peek = getattr(handle, "peek", None)
+        if peek is not None and peek(len(UTF8_BOM))[: len(UTF8_BOM)] == UTF8_BOM:
+            handle.read(len(UTF8_BOM))
+        yield handle
+
+
+def read_json_lines(file_path: str) -> Iterator[bytes]:
+    """The lines of a JSON-lines file, line ends removed."""
+    with open_event_file(file_path) as handle:
+        for line in handle:
+            yield line.rstrip(b"\r\n")
+
+
+def read_avro_records(file_path: str) -> Iterator[dict[str, Any]]:
+    """The records of an Avro file (compressed inside, by its codec)."""
+    with FileSystems.open(file_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        yield from fastavro.reader(handle)
+
+
+def _microsecond_timestamps(table: pa.Table) -> pa.Table:
+    """The table with nanosecond timestamps cut to microseconds, which Python's datetime holds
+    (pyarrow refuses to make a datetime of a nanosecond value without pandas)."""
+    for index, column in enumerate(table.schema):
+        if pa.types.is_timestamp(column.type) and column.type.unit == "ns":
+            target = pa.timestamp("us", tz=column.type.tz)
+            table = table.set_column(
+                index, column.name, table.column(index).cast(target, safe=False)
+            )
+    return table
+
+
+def read_parquet_records(file_path: str) -> Iterator[dict[str, Any]]:
+    """The rows of a Parquet file as dicts of Python values, one row group at a time."""
+    with FileSystems.open(file_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        parquet = pq.ParquetFile(handle)
+        for group in range(parquet.num_row_groups):
+            columns = _microsecond_timestamps(parquet.read_row_group(group)).to_pydict()
+            names = list(columns)
+            for values in zip(*columns.values(), strict=True):
+                yield dict(zip(names, values, strict=True))
+
+
+def unreadable_file(file_path: str, error: BaseException, records_read: int) -> DeadLetter:
+    """The dead letter of a file that could not be read to its end."""
+    kind = type(error)
+    name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    cause = f"{name}: {error}".rstrip(": ")[:300]
+    detail = f"{file_path}: {cause}; {records_read} records read before the damage"
+    return DeadLetter(None, STAGE_READ, UNREADABLE_FILE, detail, event=None)
+
+
+class ReadRecordsFn(beam.DoFn):
+    """Each file's records from `read(path)`; a file that breaks off adds its dead letter.
+
+    The dead letter travels among the records (ParseEvents passes it on and counts it as
+    one input), so every reader, whatever its output, can report damage the same way.
+    """
+
+    def __init__(self, read: Callable[[str], Iterator[Any]]) -> None:
+        self._read = read
+        self._damaged_files = Metrics.string_set(METRICS_NAMESPACE, DAMAGED_FILES_METRIC)
+
+    def process(self, file_path: str) -> Iterator[Any]:
+        records_read = 0
+        try:
+            for record in self._read(file_path):
+                records_read += 1
+                yield record
+        except Exception as error:  # any failure to read is this file's damage, not the run's
+            self._damaged_files.add(file_path)
+            yield unreadable_file(file_path, error, records_read)
+
+
+class CheckOpensFn(beam.DoFn):
+    """Passes on the files that open and give their first byte; the dead letters of the others
+    leave under UNREADABLE_TAG."""
+
+    def __init__(self) -> None:
+        self._damaged_files = Metrics.string_set(METRICS_NAMESPACE, DAMAGED_FILES_METRIC)
+
+    def process(self, file_path: str) -> Iterator[Any]:
+        try:
+            with FileSystems.open(
+                file_path, compression_type=CompressionTypes.UNCOMPRESSED
+            ) as handle:
+                handle.read(1)
+        except Exception as error:
+            self._damaged_files.add(file_path)
+            yield beam.pvalue.TaggedOutput(UNREADABLE_TAG, unreadable_file(file_path, error, 0))
+        else:
+            yield file_path
