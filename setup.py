@@ -6,7 +6,7 @@ import os
 
 from setuptools import setup
 
-# The pure functions every event goes through (SPEC §1-§9), and the values they return.
+# The pure functions every event goes through (SPEC §1-§9, §14), and the values they return.
 COMPILED_MODULES = [
     "transforms/fields.py",
     "transforms/mapping.py",
@@ -15,6 +15,7 @@ COMPILED_MODULES = [
     "transforms/timestamps.py",
     "transforms/useragent.py",
     "transforms/values.py",
+    "transforms/visits.py",
 ]
 
 if os.environ.get("WOOPRA_BEAM_PURE_PYTHON"):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 
 from pipeline.options import WoopraOptions, apply_defaults, is_streaming, validate
+from pipeline.plan import MakePlan
 from pipeline.replay import ReadDeadLetters
 from pipeline.sources import ReadEventFiles, ReadPubSubMessages
 from transforms.file_sink import WriteDeadLetters, WriteRequests
@@ -16,6 +19,9 @@ from transforms.identity_state import (
     new_generation,
     newest_generation_files,
 )
+from transforms.import_bodies import BuildVisits, PackBodies, VisitSettings, WriteImportBodies
+from transforms.import_sink import ImportSettings, SendImportBodies
+from transforms.ledger import ReadLedgerKeys
 from transforms.map_to_woopra import MapToWoopra, ValidateEvents
 from transforms.mapping import MappingSettings
 from transforms.parse import ParseEvents
@@ -55,6 +61,7 @@ def delivery_settings(options: PipelineOptions) -> DeliverySettings:
         rate_limit_service=woopra.rate_limit_service,
         circuit_open_seconds=woopra.circuit_open_seconds,
         circuit_retry_seconds=woopra.circuit_open_seconds if is_streaming(options) else None,
+        ledger_dir=woopra.ledger,
     )
 
 
@@ -65,6 +72,50 @@ def streaming_settings(options: WoopraOptions) -> StreamingSettings:
         identity_ttl_seconds=options.identity_ttl,
         dedup_window_seconds=options.dedup_window,
     )
+
+
+def visit_settings(options: WoopraOptions) -> VisitSettings:
+    return VisitSettings(
+        visit_gap_minutes=options.visit_gap_minutes,
+        import_batch_bytes=options.import_batch_bytes,
+    )
+
+
+def import_settings(options: PipelineOptions, run_id: str) -> ImportSettings:
+    woopra = options.view_as(WoopraOptions)
+    return ImportSettings(
+        base_url=woopra.woopra_base_url,
+        import_limits=woopra.import_limits,
+        max_wait_seconds=woopra.max_wait_seconds,
+        ledger_dir=woopra.ledger,
+        run_id=run_id,
+        max_attempts=woopra.max_attempts,
+        max_retry_seconds=woopra.max_retry_seconds,
+    )
+
+
+def add_import(devices, options: PipelineOptions, resolve: ResolveIdentity) -> list:
+    """Import mode (SPEC §14): visits, bodies, the plan, then the Import API or body files.
+
+    Returns the dead-letter PCollections it adds.
+    """
+    woopra = options.view_as(WoopraOptions)
+    visits = visit_settings(woopra)
+    lines = devices | "BuildVisits" >> BuildVisits(mapping_settings(woopra), visits)
+    bodies = lines.lines | "PackBodies" >> PackBodies(visits)
+    plan = bodies | "Plan" >> MakePlan(
+        woopra.output, woopra.import_limits, woopra.ledger, resolve.already_delivered
+    )
+    dead_letters = [lines[DEAD_LETTER_TAG]]
+    if woopra.plan_only:
+        return dead_letters
+    if woopra.sink == "file":
+        _ = bodies | "WriteImportBodies" >> WriteImportBodies(woopra.output)
+        return dead_letters
+    run_id = uuid.uuid4().hex
+    sent = bodies | "SendImportBodies" >> SendImportBodies(import_settings(options, run_id), plan)
+    dead_letters.append(sent[DEAD_LETTER_TAG])
+    return dead_letters
 
 
 def identity_state_settings(options: WoopraOptions) -> IdentityStateSettings | None:
@@ -108,14 +159,24 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     if not woopra.warehouse_table:
         parsed = records | "ParseEvents" >> ParseEvents()
     events = parsed.events | "FilterEvents" >> FilterEvents(filter_settings(woopra))
-    validated = events | "ValidateEvents" >> ValidateEvents(mapping)
-    devices = validated.prepared | "ResolveIdentity" >> ResolveIdentity(
+    importing = woopra.mode == "import"
+    validated = events | "ValidateEvents" >> ValidateEvents(mapping, require_action_time=importing)
+    ledger_keys = None
+    if woopra.ledger and not streaming:
+        ledger_keys = pipeline | "ReadLedger" >> ReadLedgerKeys(woopra.ledger)
+    resolve = ResolveIdentity(
         stitch_identity=not woopra.no_stitch_identity,
         streaming=streaming_settings(woopra) if streaming else None,
         identity_state=identity_state_settings(woopra),
+        ledger_keys=ledger_keys,
     )
+    devices = validated.prepared | "ResolveIdentity" >> resolve
+    dead_letters = [parsed[DEAD_LETTER_TAG], validated[DEAD_LETTER_TAG]]
+    if importing:
+        dead_letters += add_import(devices, options, resolve)
+        return _write_dead_letters(pipeline, dead_letters, woopra, streaming)
     mapped = devices | "MapToWoopra" >> MapToWoopra(mapping)
-    dead_letters = [parsed[DEAD_LETTER_TAG], validated[DEAD_LETTER_TAG], mapped[DEAD_LETTER_TAG]]
+    dead_letters.append(mapped[DEAD_LETTER_TAG])
 
     if woopra.sink == "file":
         _ = mapped.requests | "WriteRequests" >> WriteRequests(woopra.output, windowed=streaming)
@@ -123,6 +184,12 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         delivered = mapped.requests | "WriteToWoopra" >> WriteToWoopra(delivery_settings(options))
         dead_letters.append(delivered[DEAD_LETTER_TAG])
 
+    return _write_dead_letters(pipeline, dead_letters, woopra, streaming)
+
+
+def _write_dead_letters(
+    pipeline: beam.Pipeline, dead_letters: list, woopra: WoopraOptions, streaming: bool
+) -> beam.Pipeline:
     _ = (
         dead_letters
         | "CollectDeadLetters" >> beam.Flatten()

@@ -42,6 +42,9 @@ from pipeline.report import (
     write_report,
 )
 from transforms.identity_state import publish_generation
+from transforms.import_limits import longest_window_seconds, parse_limits
+from transforms.ledger import compact
+from transforms.ledger_lock import LedgerLock, LedgerLockedError
 
 _LOGGER = logging.getLogger("woopra")
 
@@ -89,6 +92,11 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
     woopra = options.view_as(WoopraOptions)
     runner = options.view_as(StandardOptions).runner
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
+    try:
+        ledger = hold_ledger(woopra)
+    except (LedgerLockedError, ValueError) as err:
+        print(f"{PROG}: {err}", file=sys.stderr)
+        return 2
     local_batch = not is_streaming(options) and runner in (LOCAL_BATCH_RUNNER, "DirectRunner")
     # A graceful stop needs the sink in this process: a local batch run sending to Woopra.
     graceful = local_batch and woopra.sink == "woopra"
@@ -97,7 +105,7 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
         local_fixes = local_streaming_fixes()
     else:  # a local batch run hands its shuffles' memory back (see local_runner)
         local_fixes = returned_shuffle_memory() if local_batch else contextlib.nullcontext()
-    with local_fixes, stopping as stop:
+    with ledger, local_fixes, stopping as stop:
         started = time.monotonic()
         with Progress(woopra.report_interval_seconds) if local_batch else contextlib.nullcontext():
             result = pipeline.run()
@@ -111,6 +119,9 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
                 follow_streaming(result, woopra.report_interval_seconds, started)
             else:
                 result.wait_until_finish()
+        if woopra.plan_only:
+            _LOGGER.info("plan written to %s; nothing sent (--plan_only)", woopra.output)
+            return 0
         report = run_report(result, time.monotonic() - started, woopra.output)
     report["interrupted"] = None if stop.number is None else signal.Signals(stop.number).name
     if report["input"] == 0 and not local_streaming:
@@ -127,6 +138,24 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
         publish_generation(woopra.identity_state, woopra.identity_state_generation)
         _LOGGER.info("identity state: %s published", woopra.identity_state_generation)
     return code
+
+
+def hold_ledger(woopra: WoopraOptions) -> contextlib.AbstractContextManager:
+    """The ledger's lock for a run that writes the ledger, compacting it on the way in and
+    out; nothing for runs that only read it (--sink file, --plan_only) or have none."""
+    if not woopra.ledger or woopra.sink == "file" or woopra.plan_only:
+        return contextlib.nullcontext()
+    keep_seconds = longest_window_seconds(parse_limits(woopra.import_limits))
+    lock = LedgerLock(woopra.ledger).acquire()
+    stack = contextlib.ExitStack()
+    stack.callback(lock.release)
+    stack.callback(compact, woopra.ledger, keep_seconds)
+    try:
+        compact(woopra.ledger, keep_seconds)
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 def follow_streaming(result: PipelineResult, interval_seconds: float, started: float) -> None:

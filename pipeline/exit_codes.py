@@ -10,6 +10,7 @@ from transforms.records import RETRIES_EXHAUSTED
 OK = 0  # every event accounted for; dead letters of single events are data
 FAILED = 1  # damaged input, an open circuit, or counts that do not add up
 REFUSED = 2  # a user error: the run did not start
+DEFERRED = 3  # import stopped by the limits with work left (SPEC §14): the next run goes on
 # Interrupted: 128 + the signal's number, as shells report it (130 SIGINT, 143 SIGTERM).
 _SIGNAL_BASE = 128
 
@@ -17,7 +18,9 @@ _SIGNAL_BASE = 128
 def exit_code(report: dict[str, Any], signal_number: int | None = None) -> int:
     if signal_number is not None:
         return _SIGNAL_BASE + signal_number
-    return FAILED if failures(report) else OK
+    if failures(report):
+        return FAILED
+    return DEFERRED if report.get("deferred") else OK
 
 
 def failures(report: dict[str, Any], circuit_open_seconds: float | None = None) -> list[str]:

@@ -8,7 +8,10 @@ import math
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, WorkerOptions
 
 from pipeline.replay import KNOWN_REASONS
+from transforms.import_limits import DEFAULT_IMPORT_LIMITS, parse_limits
+from transforms.import_sink import APP_ID_ENV, SECRET_KEY_ENV, credentials_from_environment
 from transforms.mapping import DEFAULT_BASE_URL
+from transforms.visits import DEFAULT_IMPORT_BATCH_BYTES, DEFAULT_VISIT_GAP_MINUTES
 
 # Beam's DirectRunner first tries the Prism runner, which downloads a binary: these local
 # runners need nothing from the network and are what the DirectRunner falls back to.
@@ -118,6 +121,46 @@ class WoopraOptions(PipelineOptions):
             help="Stop sending once every request failed (connection error, 5xx) for this long.",
         )
 
+        backfill = parser.add_argument_group("import and ledger")
+        backfill.add_argument(
+            "--mode",
+            choices=("track", "import"),
+            default="track",
+            help="track sends one request per event; import POSTs visits to the Import API.",
+        )
+        backfill.add_argument(
+            "--visit_gap_minutes",
+            type=float,
+            default=DEFAULT_VISIT_GAP_MINUTES,
+            help="import: a new visit starts after this long without an event.",
+        )
+        backfill.add_argument(
+            "--import_batch_bytes",
+            type=int,
+            default=DEFAULT_IMPORT_BATCH_BYTES,
+            help="import: the largest body of one request, in bytes.",
+        )
+        backfill.add_argument(
+            "--import_limits",
+            default=DEFAULT_IMPORT_LIMITS,
+            help="import: requests per window per project, e.g. 300/60s,600/3600s,3000/86400s.",
+        )
+        backfill.add_argument(
+            "--max_wait_seconds",
+            type=float,
+            default=600.0,
+            help="import with --ledger: stop (exit 3) when the next slot is further away.",
+        )
+        backfill.add_argument(
+            "--plan_only",
+            action="store_true",
+            help="import: write and print plan.json, send nothing.",
+        )
+        backfill.add_argument(
+            "--ledger",
+            help="Directory (local or gs://) recording what Woopra accepted; runs skip it.",
+        )
+
         streaming = parser.add_argument_group("streaming")
         streaming.add_argument(
             "--identity_ttl",
@@ -223,6 +266,7 @@ def validate(options: PipelineOptions) -> None:
         raise ValueError("--warehouse_table and --identity_state are for batch runs (--input)")
     if woopra.identity_state and woopra.no_stitch_identity:
         raise ValueError("--identity_state keeps identities for stitching: drop one of them")
+    validate_backfill(options)
     runner = options.view_as(StandardOptions).runner
     workers = options.view_as(WorkerOptions)
     shared_cap = woopra.sink == "woopra" and woopra.rate_limit > 0
@@ -234,6 +278,32 @@ def validate(options: PipelineOptions) -> None:
         raise ValueError(
             "--rate_limit is split over workers: give --max_num_workers (or --num_workers), "
             "or --rate_limit_service for one limit across any number of them"
+        )
+
+
+def validate_backfill(options: PipelineOptions) -> None:
+    """Import mode and the ledger (SPEC §14, §15): batch only, and credentials to send."""
+    woopra = options.view_as(WoopraOptions)
+    if woopra.ledger and is_streaming(options):
+        raise ValueError("--ledger is for batch runs")
+    if woopra.mode != "import":
+        if woopra.plan_only:
+            raise ValueError("--plan_only is for --mode import")
+        return
+    if is_streaming(options):
+        raise ValueError("--mode import is for batch runs (files)")
+    parse_limits(woopra.import_limits)
+    if not 0 < woopra.visit_gap_minutes < math.inf:
+        raise ValueError("--visit_gap_minutes must be a positive number")
+    if woopra.import_batch_bytes < 1:
+        raise ValueError("--import_batch_bytes must be at least 1")
+    if not 0 <= woopra.max_wait_seconds < math.inf:
+        raise ValueError("--max_wait_seconds must be 0 or positive")
+    needs_credentials = woopra.sink == "woopra" and not woopra.plan_only
+    if needs_credentials and credentials_from_environment() is None:
+        raise ValueError(
+            f"--mode import sends with {APP_ID_ENV} and {SECRET_KEY_ENV} from the environment: "
+            "set both (or use --sink file or --plan_only)"
         )
 
 

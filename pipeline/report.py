@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from typing import Any
@@ -20,6 +21,7 @@ from transforms.sink import DROPPED, HTTP_STATUS_PREFIX, THROTTLED_WALL_MS
 
 REPORT_FILE = "report.json"
 FILTERED_PREFIX = "filtered_"
+NEXT_RUN_AFTER_METRIC = "next_run_after_ms"
 
 
 def counters_of(metrics: MetricResults) -> dict[str, int]:
@@ -41,9 +43,26 @@ def damaged_files_of(metrics: MetricResults) -> list[str]:
     return sorted(files)
 
 
+def next_run_after_of(metrics: MetricResults) -> str | None:
+    """When the import limits let the next run go on (SPEC §14), as ISO UTC; None if no
+    sender stopped."""
+    results = metrics.query(
+        MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(NEXT_RUN_AFTER_METRIC)
+    )
+    latest = None
+    for distribution in results["distributions"]:
+        value = distribution.committed or distribution.attempted
+        if value is not None and value.count:
+            latest = max(latest or value.max, value.max)
+    if latest is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(latest / 1000, datetime.timezone.utc)
+    return moment.isoformat(timespec="seconds")
+
+
 def report_of(metrics: MetricResults, elapsed_seconds: float) -> dict[str, Any]:
     """The run report from a pipeline result's metrics."""
-    report = build_report(counters_of(metrics), elapsed_seconds)
+    report = build_report(counters_of(metrics), elapsed_seconds, next_run_after_of(metrics))
     report["damaged_files"] = damaged_files_of(metrics)
     return report
 
@@ -55,14 +74,17 @@ def run_report(result: PipelineResult, elapsed_seconds: float, output_dir: str) 
     return report
 
 
-def build_report(counters: dict[str, int], elapsed_seconds: float) -> dict[str, Any]:
+def build_report(
+    counters: dict[str, int], elapsed_seconds: float, next_run_after: str | None = None
+) -> dict[str, Any]:
     """Where every input event ended, then how delivery went (SPEC §16; README "The report").
 
     `elapsed_seconds` is the run's wall time. `dead_letter_samples` is left empty: run_report
     fills it from the files the run wrote.
     """
     report: dict[str, Any] = {
-        name: counters.get(name, 0) for name in ("input", "sent", "filtered", "dead_lettered")
+        name: counters.get(name, 0)
+        for name in ("input", "sent", "filtered", "dead_lettered", "deferred")
     }
     report["filtered_reasons"] = filtered_reasons(counters)
     report["dead_letter_reasons"] = {
@@ -72,8 +94,10 @@ def build_report(counters: dict[str, int], elapsed_seconds: float) -> dict[str, 
     }
     if counters.get(REPLAY_SKIPPED):
         report["skipped"] = counters[REPLAY_SKIPPED]
+    # Import (SPEC §14): events left for the next run, and when the limits allow it.
+    report["next_run_after"] = next_run_after
     report["balanced"] = report["input"] == (
-        report["sent"] + report["filtered"] + report["dead_lettered"]
+        report["sent"] + report["filtered"] + report["dead_lettered"] + report["deferred"]
     )
     report.update(delivery_figures(counters, elapsed_seconds, report["sent"]))
     report["dead_letter_samples"] = {}
@@ -165,6 +189,9 @@ def _count_rows(report: dict[str, Any]) -> list[str]:
     rows += [_row(r, n, indent=4) for r, n in report["filtered_reasons"].items()]
     below = "(by reason below)" if report["dead_letter_reasons"] else ""
     rows.append(_row("dead-lettered", report["dead_lettered"], below))
+    if report.get("deferred") or report.get("next_run_after"):
+        rows.append(_row("deferred", report["deferred"], "left for the next run"))
+        rows.append(f"    next run after {report['next_run_after']}")
     if "skipped" in report:
         rows.append(_row("skipped", report["skipped"], "not replayable, outside input"))
     verdict = "counts add up" if report["balanced"] else "COUNTS DO NOT ADD UP"

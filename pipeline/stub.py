@@ -14,6 +14,10 @@ Choices worth knowing:
 - Unknown paths get 404, a known path with the wrong method 405; neither draws a fault, so they
   do not shift a seeded sequence. Both are recorded.
 - A dropped connection is closed with SO_LINGER 0: the client gets a TCP reset and not a byte.
+- Import API: with credentials given, a request without that Basic auth is answered 401; with
+  limits, a request arriving while a window of its project is full is answered 429 with the
+  Retry-After that frees it, and does not count; every other request counts in the windows,
+  whatever its answer. Checked in that order, before the fault draw (401 and 429 draw none).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -34,6 +39,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pyrate_limiter import InMemoryBucket, Rate, RateItem
+from urllib3.util import make_headers
+
+from transforms.import_limits import parse_limits
+
 IMPORT_PATH = "/rest/3.0/import"
 # Path -> the one method Woopra accepts there.
 ROUTES = {"/track/ce": "GET", "/track/identify": "GET", IMPORT_PATH: "POST"}
@@ -41,6 +51,8 @@ ROUTES = {"/track/ce": "GET", "/track/identify": "GET", IMPORT_PATH: "POST"}
 _BODIES = {
     200: b"ok\n",
     400: b"rejected\n",
+    401: b"unauthorized\n",
+    413: b"request entity too large\n",
     404: b"not found\n",
     405: b"method not allowed\n",
     429: b"throttled\n",
@@ -132,10 +144,16 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         method = ROUTES.get(url.path)
+        importing = url.path == IMPORT_PATH and self.command == "POST"
+        retry_after = stub.retry_after
         if method is None:
             status: int | None = 404
         elif method != self.command:
             status = 405
+        elif importing:
+            status, retry_after = stub._admit_import(
+                self.headers.get("Authorization"), params.get("project", ""), len(body), arrived
+            )
         else:
             status = stub._draw()
         record: dict[str, Any] = {
@@ -144,15 +162,16 @@ class _Handler(BaseHTTPRequestHandler):
             "status": status,
             "ts": arrived,
         }
-        if url.path == IMPORT_PATH and self.command == "POST":
+        if importing:
             record["body_lines"] = sum(1 for line in body.splitlines() if line.strip())
+            record["body"] = body.decode("utf-8", errors="replace")
         if stub.latency_ms > 0:
             time.sleep(stub.latency_ms / 1000)
         stub._record(record)
         if status is None:
             self._drop()
         else:
-            self._answer(status)
+            self._answer(status, retry_after)
 
     def _read_body(self) -> bytes:
         """Read the whole body, so that the next request on a keep-alive connection parses."""
@@ -167,13 +186,15 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _answer(self, status: int) -> None:
+    def _answer(self, status: int, retry_after: int | None = None) -> None:
         body = _BODIES[status]
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         if status == 429:
-            self.send_header("Retry-After", str(self.server.stub.retry_after))
+            self.send_header("Retry-After", str(retry_after or self.server.stub.retry_after))
+        if status == 401:
+            self.send_header("WWW-Authenticate", 'Basic realm="woopra"')
         if status == 405:
             self.send_header("Allow", ROUTES[urlsplit(self.path).path])
         self.end_headers()
@@ -210,6 +231,9 @@ class WoopraStub:
         record: str | os.PathLike[str] | None = None,
         *,
         keep_records: bool = True,
+        import_credentials: str | None = None,
+        import_limits: str | None = None,
+        import_max_bytes: int | None = None,
     ) -> None:
         if latency_ms < 0:
             raise ValueError(f"latency_ms must not be negative, got {latency_ms}")
@@ -222,6 +246,20 @@ class WoopraStub:
         self.record_path = record
         # keep_records=False spares memory in long CLI runs, where only the file matters.
         self.keep_records = keep_records
+        # Import API: Basic auth expected ("APP_ID:SECRET"), windows per project, body cap.
+        self._import_authorization = (
+            make_headers(basic_auth=import_credentials)["authorization"]
+            if import_credentials
+            else None
+        )
+        self._import_rates = (
+            [Rate(w.count, round(w.seconds * 1000)) for w in parse_limits(import_limits)]
+            if import_limits
+            else None
+        )
+        self._import_windows: dict[str, InMemoryBucket] = {}
+        self._import_lock = threading.Lock()
+        self.import_max_bytes = import_max_bytes
         bands: list[tuple[float, int | None]] = []
         edge = 0.0
         for name, rate, status in (
@@ -322,6 +360,26 @@ class WoopraStub:
                 return status
         return 200
 
+    def _admit_import(
+        self, authorization: str | None, project: str, body_bytes: int, arrived: float
+    ) -> tuple[int | None, int | None]:
+        """An import request's status (and Retry-After): 401 without the credentials, 429 while
+        a window of the project is full, 413 over the body cap, else the drawn fault or 200.
+        Every request let through the windows counts in them, whatever its answer."""
+        if self._import_authorization is not None and authorization != self._import_authorization:
+            return 401, None
+        if self._import_rates is not None:
+            with self._import_lock:
+                bucket = self._import_windows.get(project)
+                if bucket is None:
+                    bucket = self._import_windows[project] = InMemoryBucket(self._import_rates)
+                item = RateItem(project, int(arrived * 1000))
+                if not bucket.put(item):
+                    return 429, max(1, math.ceil(bucket.waiting(item) / 1000))
+        if self.import_max_bytes is not None and body_bytes > self.import_max_bytes:
+            return 413, None
+        return self._draw(), None
+
     def _record(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n" if self._file is not None else ""
         with self._records_lock:
@@ -364,6 +422,14 @@ def _non_negative(kind: type) -> Any:
     return parse
 
 
+def _limits(text: str) -> str:
+    try:
+        parse_limits(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="woopra-stub",
@@ -385,6 +451,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reject-rate", type=_rate, default=0.0, help="fraction answered 400")
     parser.add_argument("--seed", type=int, default=None, help="makes the fault choice repeatable")
     parser.add_argument("--record", metavar="FILE", help="append one JSON line per request")
+    parser.add_argument(
+        "--import-credentials",
+        metavar="APP_ID:SECRET",
+        help="Basic auth the import endpoint requires (401 without it)",
+    )
+    parser.add_argument(
+        "--import-limits",
+        type=_limits,
+        metavar="LIMITS",
+        help="import windows per project, e.g. 300/60s,600/3600s (429 when one is full)",
+    )
+    parser.add_argument(
+        "--import-max-bytes",
+        type=_non_negative(int),
+        help="import bodies larger than this are answered 413",
+    )
     return parser
 
 
@@ -403,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         record=args.record,
         keep_records=False,
+        import_credentials=args.import_credentials,
+        import_limits=args.import_limits,
+        import_max_bytes=args.import_max_bytes,
     )
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

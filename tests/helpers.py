@@ -77,3 +77,41 @@ def write_lines(path: Path, lines: list[str | bytes]) -> Path:
     """A real JSON-lines file from text or raw bytes lines."""
     path.write_bytes(b"\n".join(x if isinstance(x, bytes) else x.encode() for x in lines) + b"\n")
     return path
+
+
+VISIT_START_MS = 1_709_280_000_000  # 2024-03-01T08:00:00Z
+
+
+def visitor_events(
+    visitors: int, visits: int, per_visit: int, project: str = "demo.example.com"
+) -> list[dict[str, Any]]:
+    """Events of `visitors` devices, each with `visits` visits (two hours apart) of `per_visit`
+    events (five minutes apart): an identify first in every visit, then tracks and pages."""
+    events = []
+    for v in range(visitors):
+        for visit in range(visits):
+            start = VISIT_START_MS + visit * 7_200_000 + v * 1000
+            for n in range(per_visit):
+                event: dict[str, Any] = {
+                    "anonymousId": f"anon-{v:05d}",
+                    "messageId": f"v{v:05d}-{visit:02d}-{n:03d}",
+                    "originalTimestamp": start + n * 300_000,
+                    "integrations": {"Woopra": {"projectName": project}},
+                }
+                if n == 0:
+                    event.update(type="identify", userId=f"user-{v}", traits={"plan": "pro"})
+                elif n % 3 == 0:
+                    event.update(type="page", name="Pricing", properties={"path": "/pricing"})
+                else:
+                    event.update(type="track", event="Step", properties={"n": n, "v": v})
+                events.append(event)
+    return events
+
+
+def write_event_files(folder: Path, events: list[dict[str, Any]], files: int) -> str:
+    """`events` spread round-robin over `files` JSON-lines files; the glob that reads them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(files):
+        lines = [json.dumps(event) for event in events[index::files]]
+        write_lines(folder / f"part-{index}.jsonl", lines)
+    return str(folder / "*.jsonl")

@@ -308,3 +308,47 @@ def test_stop_answers_requests_in_flight_then_closes_idle_connections(tmp_path: 
     assert json.loads(line)["params"] == {"late": "1"}
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{stub.url}/track/ce", timeout=TIMEOUT)
+
+
+def test_import_records_the_body_and_requires_the_credentials_given() -> None:
+    body = '{"visitor":{"cookie":"é"}}\n{"visitor":{"cookie":"b"}}'
+    with WoopraStub(import_credentials="app:secret") as stub, requests.Session() as session:
+        url = f"{stub.url}/rest/3.0/import"
+        post = {"params": {"project": "p"}, "data": body.encode(), "timeout": TIMEOUT}
+        unauthorized = session.post(url, **post)
+        wrong = session.post(url, auth=("app", "other"), **post)
+        accepted = session.post(url, auth=("app", "secret"), **post)
+        tracking = session.get(f"{stub.url}/track/ce", timeout=TIMEOUT)  # needs no credentials
+        records = stub.records
+    assert (unauthorized.status_code, wrong.status_code, accepted.status_code) == (401, 401, 200)
+    assert unauthorized.headers["WWW-Authenticate"].startswith("Basic")
+    assert tracking.ok
+    assert [r["body"] for r in records[:3]] == [body] * 3
+    assert "body" not in records[3]
+
+
+def test_import_limits_answer_429_with_retry_after_while_a_window_is_full() -> None:
+    with WoopraStub(import_limits="2/3s,3/60s") as stub, requests.Session() as session:
+        url = f"{stub.url}/rest/3.0/import"
+
+        def post(project: str) -> requests.Response:
+            return session.post(url, params={"project": project}, data=b"{}", timeout=TIMEOUT)
+
+        first = [post("p").status_code for _ in range(3)]
+        refused = post("p")
+        other = post("q")  # every project has its own windows
+        time.sleep(3.1)
+        after_short_window = post("p").status_code
+        long_window_full = post("p")
+    assert first == [200, 200, 429]
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3
+    assert other.status_code == 200
+    assert after_short_window == 200
+    assert long_window_full.status_code == 429
+    assert int(long_window_full.headers["Retry-After"]) > 50
+
+
+def test_cli_takes_the_import_options() -> None:
+    with pytest.raises(SystemExit):
+        main(["--import-limits", "nonsense", "--port", "0"])

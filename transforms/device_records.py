@@ -1,7 +1,8 @@
 """What the one shuffle by device groups: a device's events and small records of other kinds.
 
 The batch GroupByKey by device brings together, per device, its PreparedEvents and what
-earlier runs left about it (DeviceIdentity, SPEC §13), so that no side input has to hold
+earlier runs left about it (DeviceIdentity, SPEC §13) and what Woopra already accepted
+(Delivered, the ledger's entries, SPEC §15), so that no side input has to hold
 millions of devices. `DeviceRecord` is the type hint of those grouped values; its coder tags
 each value with its kind in one byte and otherwise encodes it as a plain tuple. A new kind is
 a NamedTuple added to RECORD_KINDS.
@@ -21,11 +22,12 @@ from typing import Any
 import apache_beam as beam
 
 from transforms.identity_state import DeviceIdentity
+from transforms.ledger import Delivered
 from transforms.mapping import PreparedEvent
 
 # Kinds besides PreparedEvent (tag 0); a kind's tag is its position here plus one. Appending a
 # kind keeps the others' tags.
-RECORD_KINDS: tuple[type, ...] = (DeviceIdentity,)
+RECORD_KINDS: tuple[type, ...] = (DeviceIdentity, Delivered)
 
 
 class DeviceRecord:

@@ -149,8 +149,14 @@ class WoopraClient:
     def close(self) -> None:
         self._pool.clear()
 
-    def send(self, request: WoopraRequest) -> Outcome:
-        """Delivers `request` or returns its dead letter; never raises for HTTP or I/O trouble.
+    def send(
+        self,
+        request: WoopraRequest,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Outcome:
+        """Delivers `request` (with `body` and `headers`, for a POST) or returns its dead
+        letter; never raises for HTTP or I/O trouble.
 
         An open circuit (Woopra or the rate limit service unreachable) gives it up as
         `retries_exhausted`, a stop of the run as `interrupted`; both before an attempt or
@@ -203,7 +209,7 @@ class WoopraClient:
                 continue
             attempts += 1
             sent_at = time.monotonic()
-            response, error = self._attempt(request)
+            response, error = self._attempt(request, body, headers)
             latencies.append(round((time.monotonic() - sent_at) * 1000))
             statuses.append(None if response is None else response.status)
             if response is None:
@@ -255,14 +261,19 @@ class WoopraClient:
                 return
 
     def _attempt(
-        self, request: WoopraRequest
+        self, request: WoopraRequest, body: bytes | None, headers: dict[str, str] | None
     ) -> tuple[urllib3.BaseHTTPResponse, None] | tuple[None, HTTPError]:
         """One HTTP exchange; the in-flight slot taken by the throttle is given back after it."""
         try:
             # The body is read undecoded: a delivered request is never turned into a failure
             # by a compressed body Woopra did not need to send.
             response = self._pool.request(
-                request.method, request.url(), redirect=False, decode_content=False
+                request.method,
+                request.url(),
+                body=body,
+                headers=headers,
+                redirect=False,
+                decode_content=False,
             )
         except HTTPError as error:
             return None, error

@@ -29,6 +29,7 @@ from transforms.identity_state import (
     ReadIdentityState,
     WriteIdentityState,
 )
+from transforms.ledger import Delivered, ledger_key
 from transforms.mapping import PreparedEvent
 from transforms.records import METRICS_NAMESPACE
 
@@ -120,6 +121,17 @@ def resolve_device(
     if stitch_identity and device_key.startswith(COOKIE_KEY_PREFIX):
         return stitch(ordered, known)
     return ordered, known
+
+
+def skip_delivered(ordered: list[PreparedEvent], delivered: set[str]) -> list[PreparedEvent]:
+    """The events the ledger does not hold (SPEC §15), after stitching: identities stay as a
+    full run gives them."""
+    if not delivered:
+        return ordered
+    return [e for e in ordered if ledger_key(e.message_id, e.event) not in delivered]
+
+
+ALREADY_DELIVERED = "already_delivered"
 
 
 @dataclass(frozen=True)
@@ -294,6 +306,7 @@ class _BatchResolveFn(beam.DoFn):
         self.keep_state = keep_state
         self.duplicates = Metrics.counter(METRICS_NAMESPACE, "filtered_duplicate")
         self.filtered = Metrics.counter(METRICS_NAMESPACE, "filtered")
+        self.already_delivered = Metrics.counter(METRICS_NAMESPACE, "filtered_already_delivered")
 
     def process(self, element: tuple[str, Iterable[object]]):
         device, grouped = element
@@ -305,8 +318,16 @@ class _BatchResolveFn(beam.DoFn):
         previous = next(iter(others.get(DeviceIdentity, ())), None)
         known = NO_IDENTITY if previous is None else Identity(previous.cv_id, previous.cv_email)
         ordered, current = resolve_device(device, events, self.stitch_identity, known)
-        if ordered:
-            yield device, ordered
+        # The ledger's entries (SPEC §15): left out after stitching; the state sees them all.
+        delivered = {entry.key for entry in others.get(Delivered, ())}
+        kept = skip_delivered(ordered, delivered)
+        if len(kept) < len(ordered):
+            skipped = len(ordered) - len(kept)
+            self.filtered.inc(skipped)
+            self.already_delivered.inc(skipped)
+            yield beam.pvalue.TaggedOutput(ALREADY_DELIVERED, skipped)
+        if kept:
+            yield device, kept
         if self.keep_state:
             yield from self._state_of(device, ordered, current, previous)
 
@@ -338,11 +359,16 @@ class ResolveIdentity(beam.PTransform):
         stitch_identity: bool = True,
         streaming: StreamingSettings | None = None,
         identity_state: IdentityStateSettings | None = None,
+        ledger_keys: beam.PCollection | None = None,
     ) -> None:
         super().__init__()
         self.stitch_identity = stitch_identity
         self.streaming = streaming
         self.identity_state = identity_state
+        # (device, Delivered) from the ledger (batch only): joined into the same shuffle.
+        self.ledger_keys = ledger_keys
+        # With a ledger: how many events each device had delivered before (ints).
+        self.already_delivered: beam.PCollection | None = None
 
     def expand(self, events):
         # Batch groups events with records of other kinds, hence the wider type (and coder).
@@ -365,14 +391,20 @@ class ResolveIdentity(beam.PTransform):
                 ).with_output_types(KV[str, DeviceRecord])
             )
             keyed = (keyed, previous) | "WithIdentityState" >> beam.Flatten()
+        if self.ledger_keys is not None:
+            keyed = (keyed, self.ledger_keys) | "JoinLedger" >> beam.Flatten().with_output_types(
+                KV[str, DeviceRecord]
+            )
         resolved = (
             keyed
             | "GroupByDevice" >> beam.GroupByKey()
             | "OrderAndStitch"
             >> beam.ParDo(_BatchResolveFn(self.stitch_identity, state is not None)).with_outputs(
-                IDENTITY_STATE_TAG, NEWEST_EVENT_TAG, main="devices"
+                IDENTITY_STATE_TAG, NEWEST_EVENT_TAG, ALREADY_DELIVERED, main="devices"
             )
         )
+        if self.ledger_keys is not None:
+            self.already_delivered = resolved[ALREADY_DELIVERED]
         if state is not None:
             _ = (
                 resolved[IDENTITY_STATE_TAG],

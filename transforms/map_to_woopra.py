@@ -9,15 +9,19 @@ from apache_beam.metrics import Metrics
 
 from transforms.mapping import MappingSettings, PreparedEvent, build_request, prepare_event
 from transforms.records import DEAD_LETTER_TAG, METRICS_NAMESPACE, DeadLetter
+from transforms.visits import needs_action_time
 
 
 class _ValidateFn(beam.DoFn):
-    def __init__(self, settings: MappingSettings) -> None:
+    def __init__(self, settings: MappingSettings, require_action_time: bool = False) -> None:
         self.settings = settings
+        self.require_action_time = require_action_time
         self.valid = Metrics.counter(METRICS_NAMESPACE, "valid")
 
     def process(self, event: dict[str, Any]):
         prepared = prepare_event(event, self.settings)
+        if self.require_action_time and not isinstance(prepared, DeadLetter):
+            prepared = needs_action_time(prepared) or prepared
         if isinstance(prepared, DeadLetter):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, prepared)
         else:
@@ -32,14 +36,16 @@ class ValidateEvents(beam.PTransform):
     Returns the prepared events as the main output and dead letters under DEAD_LETTER_TAG.
     """
 
-    def __init__(self, settings: MappingSettings) -> None:
+    def __init__(self, settings: MappingSettings, require_action_time: bool = False) -> None:
         super().__init__()
         self.settings = settings
+        # Import mode: a track, page or screen without a timestamp fails (SPEC §14).
+        self.require_action_time = require_action_time
 
     def expand(self, events):
-        return events | "Validate" >> beam.ParDo(_ValidateFn(self.settings)).with_outputs(
-            DEAD_LETTER_TAG, main="prepared"
-        )
+        return events | "Validate" >> beam.ParDo(
+            _ValidateFn(self.settings, self.require_action_time)
+        ).with_outputs(DEAD_LETTER_TAG, main="prepared")
 
 
 class _MapDeviceFn(beam.DoFn):

@@ -190,6 +190,18 @@ def woopra_id_in(external_ids: Any) -> str | None:
 
 def build_request(prepared: PreparedEvent, settings: MappingSettings) -> WoopraRequest | DeadLetter:
     """The Woopra request for a prepared event, or `request_too_large` (SPEC §5-§7)."""
+    request = request_of(prepared, settings)
+    if request.url_length_bound() > MAX_URL_BYTES:
+        url_bytes = request.url_length()
+        if url_bytes > MAX_URL_BYTES:
+            detail = f"request URL is {url_bytes} bytes, over {MAX_URL_BYTES}"
+            return _dead(prepared.event, REQUEST_TOO_LARGE, detail)
+    return request
+
+
+def request_of(prepared: PreparedEvent, settings: MappingSettings) -> WoopraRequest:
+    """The request's parameters for a prepared event, before the URL size check: import
+    mode (SPEC §14) builds its lines from them and checks the line size instead."""
     event = prepared.event
     event_type = prepared.event_type
     params: dict[str, Any] = {"project": prepared.project}
@@ -211,13 +223,7 @@ def build_request(prepared: PreparedEvent, settings: MappingSettings) -> WoopraR
             referer = _referer_of(event_type, event)
             if referer is not None:
                 params["referer"] = referer
-    request = WoopraRequest(prepared.message_id, endpoint, params, event=event)
-    if request.url_length_bound() > MAX_URL_BYTES:
-        url_bytes = request.url_length()
-        if url_bytes > MAX_URL_BYTES:
-            detail = f"request URL is {url_bytes} bytes, over {MAX_URL_BYTES}"
-            return _dead(event, REQUEST_TOO_LARGE, detail)
-    return request
+    return WoopraRequest(prepared.message_id, endpoint, params, event=event)
 
 
 def map_event(event: dict[str, Any], settings: MappingSettings) -> WoopraRequest | DeadLetter:

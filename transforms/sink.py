@@ -25,6 +25,7 @@ from transforms.circuit import (
     circuit_open_metric,
 )
 from transforms.http_client import Outcome, WoopraClient, dead_letter
+from transforms.ledger import LedgerWriter, ledger_key
 from transforms.progress import ProgressCounter
 from transforms.rate_limit import WorkerThrottle, build_throttle
 from transforms.records import (
@@ -46,6 +47,33 @@ THROTTLED_WALL_MS = "throttled_wall_ms"
 def http_status_metric(status: int | None) -> str:
     """The counter of one kind of answer: `http_200`, `http_429`, `http_dropped` (no answer)."""
     return HTTP_STATUS_PREFIX + (DROPPED if status is None else str(status))
+
+
+class OutcomeCounters:
+    """The report's delivery figures from each request's Outcome (retries, 429s, latency,
+    answers by status), counted alike by both sinks. Made in a DoFn's constructor, counted on
+    the bundle thread."""
+
+    def __init__(self) -> None:
+        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
+        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
+        self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
+        self._answers: dict[int | None, Any] = {}
+
+    def count(self, outcome: Outcome) -> None:
+        self._retries.inc(max(0, outcome.attempts - 1))
+        self._throttled_responses.inc(outcome.throttled_responses)
+        for latency in outcome.latencies_ms:
+            self._latency_ms.update(latency)
+        for status in outcome.statuses:
+            self._answer_counter(status).inc()
+
+    def _answer_counter(self, status: int | None) -> Any:
+        counter = self._answers.get(status)
+        if counter is None:
+            counter = Metrics.counter(METRICS_NAMESPACE, http_status_metric(status))
+            self._answers[status] = counter
+        return counter
 
 
 # Longest single wait of the bundle thread for the sending threads.
@@ -75,6 +103,8 @@ class DeliverySettings:
     rate_limit_service: str | None = None
     circuit_open_seconds: float = 60.0
     circuit_retry_seconds: float | None = None
+    # SPEC §15: each delivered request's event is recorded here before the device goes on.
+    ledger_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limit < 0:
@@ -117,10 +147,15 @@ class _DeviceLanes:
     """
 
     def __init__(
-        self, pool: ThreadPoolExecutor, deliver: Callable[[WoopraRequest], Outcome]
+        self,
+        pool: ThreadPoolExecutor,
+        deliver: Callable[[WoopraRequest], Outcome],
+        on_delivered: Callable[[Any, WoopraRequest], None] | None = None,
     ) -> None:
         self._pool = pool
         self._deliver = deliver
+        # Called on the lane's thread after each delivery; the lane waits for it.
+        self._on_delivered = on_delivered
         self._cond = threading.Condition()
         self._lanes: dict[Any, deque[tuple[list[WoopraRequest], WindowedValue]]] = {}
         self._done: list[tuple[WindowedValue, Outcome]] = []
@@ -164,6 +199,8 @@ class _DeviceLanes:
                 requests, source = lane[0]
             for request in requests:
                 outcome = self._deliver_safely(request)
+                if outcome.delivered and self._on_delivered is not None:
+                    self._on_delivered(key, request)
                 with self._cond:
                     self._done.append((source, outcome))
             with self._cond:
@@ -216,11 +253,8 @@ class _SendFn(beam.DoFn):
         }
         self._sent = ProgressCounter("sent")
         self._send_failures = Metrics.counter(METRICS_NAMESPACE, "send_failures")
-        self._retries = Metrics.counter(METRICS_NAMESPACE, "retries")
-        self._throttled_responses = Metrics.counter(METRICS_NAMESPACE, "throttled_responses")
         self._throttled_wall_ms = Metrics.counter(METRICS_NAMESPACE, THROTTLED_WALL_MS)
-        self._answers: dict[int | None, Any] = {}
-        self._latency_ms = Metrics.distribution(METRICS_NAMESPACE, "request_latency_ms")
+        self._outcomes = OutcomeCounters()
 
     def setup(self) -> None:
         settings = self._settings
@@ -239,6 +273,12 @@ class _SendFn(beam.DoFn):
             max_workers=settings.max_in_flight, thread_name_prefix="woopra-send"
         )
         self._max_pending = _PENDING_PER_THREAD * settings.max_in_flight
+        self._ledger = LedgerWriter(settings.ledger_dir) if settings.ledger_dir else None
+
+    def _record_delivered(self, device: Any, request: WoopraRequest) -> None:
+        """Makes a delivered request's event durable in the ledger before the lane goes on."""
+        assert self._ledger is not None
+        self._ledger.commit([(device, ledger_key(request.message_id, request.event))])
 
     def _make_throttle(self) -> WorkerThrottle:
         settings = self._settings
@@ -257,7 +297,8 @@ class _SendFn(beam.DoFn):
         )
 
     def start_bundle(self) -> None:
-        self._lanes = _DeviceLanes(self._pool, self._client.send)
+        record = self._record_delivered if self._ledger is not None else None
+        self._lanes = _DeviceLanes(self._pool, self._client.send, record)
 
     def process(
         self,
@@ -285,24 +326,14 @@ class _SendFn(beam.DoFn):
     def teardown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
-
-    def _answer_counter(self, status: int | None) -> Any:
-        counter = self._answers.get(status)
-        if counter is None:
-            counter = Metrics.counter(METRICS_NAMESPACE, http_status_metric(status))
-            self._answers[status] = counter
-        return counter
+        if self._ledger is not None:
+            self._ledger.close()
 
     def _emit(self, results: list[tuple[WindowedValue, Outcome]]) -> Iterator[Any]:
         """Outputs and counts finished results, in the window and timestamp of their input."""
         self._throttled_wall_ms.inc(round(self._throttle.held_back.take_seconds() * 1000))
         for source, outcome in results:
-            self._retries.inc(max(0, outcome.attempts - 1))
-            self._throttled_responses.inc(outcome.throttled_responses)
-            for latency in outcome.latencies_ms:
-                self._latency_ms.update(latency)
-            for status in outcome.statuses:
-                self._answer_counter(status).inc()
+            self._outcomes.count(outcome)
             if outcome.dead_letter is None:
                 self._sent.inc()
                 yield source.with_value(outcome.request)

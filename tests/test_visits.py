@@ -1,0 +1,259 @@
+"""Import mode's pure core: visits, the line format and packing (SPEC §14), without Beam."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from transforms.identity import resolve_device
+from transforms.mapping import MappingSettings, PreparedEvent, prepare_event
+from transforms.records import INVALID_TIMESTAMP, REQUEST_TOO_LARGE
+from transforms.visits import (
+    ImportLine,
+    build_visits,
+    needs_action_time,
+    pack_bodies,
+    sorted_json,
+)
+
+SETTINGS = MappingSettings(project_name="demo.example.com")
+MINUTE = 60_000
+T0 = 1_709_280_000_000  # 2024-03-01T08:00:00Z
+
+
+def prepared(**event) -> PreparedEvent:
+    result = prepare_event(event, SETTINGS)
+    assert isinstance(result, PreparedEvent), result
+    return result
+
+
+def track(n: int, minutes: float, device: str = "anon-1", **extra) -> PreparedEvent:
+    return prepared(
+        type="track",
+        event=f"Step {n}",
+        anonymousId=device,
+        messageId=f"{device}-{n:03d}",
+        originalTimestamp=T0 + int(minutes * MINUTE),
+        **extra,
+    )
+
+
+def lines_of(events, gap=30.0, max_line_bytes=1_000_000):
+    device, ordered = events[0].device_key, events
+    lines, dead = build_visits(device, ordered, SETTINGS, gap, max_line_bytes)
+    return lines, dead
+
+
+def test_spec_14_a_new_visit_starts_after_more_than_the_gap():
+    # 0, 10, 40 (exactly 30 after: same visit), 71 (31 after: new), 72
+    events = [track(n, m) for n, m in enumerate([0, 10, 40, 71, 72])]
+    lines, dead = lines_of(events)
+    assert dead == []
+    actions = [[a["name"] for a in json.loads(line.text)["actions"]] for line in lines]
+    assert actions == [["step 0", "step 1", "step 2"], ["step 3", "step 4"]]
+
+
+def test_spec_14_the_gap_counts_from_the_previous_event_of_any_type():
+    events = [
+        track(0, 0),
+        prepared(
+            type="identify",
+            anonymousId="anon-1",
+            messageId="anon-1-i",
+            userId="u1",
+            originalTimestamp=T0 + 25 * MINUTE,
+        ),
+        track(1, 50),
+    ]
+    lines, _ = lines_of(events)
+    assert len(lines) == 1
+    assert json.loads(lines[0].text)["visitor"]["id"] == "u1"
+
+
+def test_spec_14_visit_gap_minutes_is_configurable():
+    events = [track(n, m) for n, m in enumerate([0, 6, 12])]
+    assert len(lines_of(events, gap=5)[0]) == 3
+    assert len(lines_of(events, gap=6)[0]) == 1
+
+
+def test_spec_14_line_format_visitor_visit_actions():
+    event = track(
+        1,
+        0,
+        userId="u-1",
+        traits={"email": "a@example.com", "plan": "pro", "cookie": "custom"},
+        properties={"price": 5, "shipping": {"method": "air"}, "tags": ["a", "é"]},
+        context={
+            "ip": "203.0.113.7",
+            "os": {"name": "Windows"},
+            "app": {"name": "Shop"},
+            "userAgent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+            "(KHTML, like Gecko) Chrome/86.0.4240.111 Safari/537.36",
+        },
+    )
+    lines, _ = lines_of([event])
+    expected = {
+        "visitor": {
+            "plan": "pro",
+            "cookie": "anon-1",  # the named cookie replaces traits.cookie
+            "id": "u-1",
+            "email": "a@example.com",
+            "ip": "203.0.113.7",
+        },
+        "visit": {
+            "ip": "203.0.113.7",
+            "browser": "Chrome86.0.4240.111",
+            "os": "Windows",
+            "app": "Shop",
+        },
+        "actions": [
+            {
+                "name": "step 1",
+                "time": T0,
+                "properties": {"price": 5, "shipping_method": "air", "tags": '["a","é"]'},
+            }
+        ],
+    }
+    assert json.loads(lines[0].text) == expected
+    # sorted keys, no spaces, UTF-8 unescaped
+    assert lines[0].text == json.dumps(
+        expected, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+def test_spec_14_visitor_takes_later_values_visit_the_first():
+    first = track(0, 0, traits={"plan": "free"}, context={"ip": "10.0.0.1"})
+    second = track(1, 1, traits={"plan": "pro"}, context={"ip": "10.0.0.2", "os": {"name": "iOS"}})
+    line = json.loads(lines_of([first, second])[0][0].text)
+    assert line["visitor"]["plan"] == "pro"
+    assert line["visitor"]["ip"] == "10.0.0.2"
+    assert line["visit"] == {"ip": "10.0.0.1", "os": "iOS"}
+
+
+def test_spec_14_page_action_carries_referer_and_no_visit_when_empty():
+    page = prepared(
+        type="page",
+        name="Pricing",
+        anonymousId="anon-1",
+        messageId="p1",
+        originalTimestamp=T0,
+        properties={"referrer": "https://google.com"},
+    )
+    line = json.loads(lines_of([page])[0][0].text)
+    assert "visit" not in line
+    assert line["actions"][0]["properties"]["referer"] == "https://google.com"
+    assert line["actions"][0]["name"] == "viewed pricing page"
+
+
+def test_spec_14_identify_only_visit_is_a_visitor_update():
+    identify = prepared(
+        type="identify",
+        anonymousId="anon-1",
+        messageId="i1",
+        traits={"name": "Ann"},
+        context={"ip": "10.0.0.1"},
+        originalTimestamp=T0,
+    )
+    lines, _ = lines_of([identify])
+    assert json.loads(lines[0].text) == {
+        "visitor": {"name": "Ann", "cookie": "anon-1", "ip": "10.0.0.1"}
+    }
+    assert lines[0].actions == 0
+
+
+def test_spec_14_identify_without_timestamp_joins_the_last_visit():
+    events = [track(0, 0), track(1, 100)]
+    late = prepared(type="identify", anonymousId="anon-1", messageId="i9", userId="u9")
+    ordered, _ = resolve_device("cookie:anon-1", [late, *events], stitch_identity=False)
+    lines, _ = lines_of(ordered)
+    assert len(lines) == 2
+    assert "id" not in json.loads(lines[0].text)["visitor"]
+    assert json.loads(lines[1].text)["visitor"]["id"] == "u9"
+    assert [event.message_id for event in lines[1].events] == ["anon-1-001", "i9"]
+
+
+def test_spec_14_identify_without_timestamp_alone_is_a_visitor_only_line():
+    alone = prepared(type="identify", anonymousId="anon-2", messageId="i1", userId="u2")
+    lines, _ = lines_of([alone])
+    assert json.loads(lines[0].text) == {"visitor": {"cookie": "anon-2", "id": "u2"}}
+    assert lines[0].order == (True, 0, "i1")
+
+
+def test_spec_14_track_without_timestamp_is_invalid_timestamp():
+    untimed = prepared(type="track", event="x", anonymousId="a", messageId="m")
+    letter = needs_action_time(untimed)
+    assert letter is not None
+    assert letter.reason == INVALID_TIMESTAMP
+    assert letter.message_id == "m"
+    identify = prepared(type="identify", anonymousId="a", messageId="m2")
+    assert needs_action_time(identify) is None
+    assert needs_action_time(track(0, 0)) is None
+
+
+def test_spec_14_a_line_over_the_limit_dead_letters_each_of_its_events():
+    events = [track(n, n, properties={"blob": "x" * 300}) for n in range(3)]
+    lines, dead = lines_of(events, max_line_bytes=500)
+    assert lines == []
+    assert [(d.reason, d.message_id) for d in dead] == [
+        (REQUEST_TOO_LARGE, f"anon-1-{n:03d}") for n in range(3)
+    ]
+
+
+def test_spec_14_events_of_one_device_in_two_projects_make_separate_lines():
+    other = track(1, 1, integrations={"Woopra": {"projectName": "other.example.com"}})
+    lines, _ = lines_of([track(0, 0), other])
+    assert sorted(line.project for line in lines) == ["demo.example.com", "other.example.com"]
+
+
+def _line(project: str, device: str, start: int, size: int) -> ImportLine:
+    text = sorted_json({"visitor": {"cookie": device, "pad": "x" * size}})
+    return ImportLine(project, device, (False, start, f"{device}-{start}"), text, 1, [])
+
+
+def test_spec_14_packing_is_greedy_in_body_order_and_counts_the_newlines():
+    lines = [_line("p", f"d{n}", 0, 30) for n in range(10)]
+    size = len(lines[0].text)
+    limit = 3 * size + 2  # exactly three lines with their two newlines
+    bodies = pack_bodies(lines, limit)
+    assert [len(b.lines) for b in bodies] == [3, 3, 3, 1]
+    assert all(b.size <= limit for b in bodies)
+    assert bodies[0].size == limit
+    assert bodies[0].text == b"\n".join(line.text for line in lines[:3])
+    assert not bodies[0].text.endswith(b"\n")
+    assert [len(b.lines) for b in pack_bodies(lines, limit - 1)] == [2, 2, 2, 2, 2]
+
+
+def test_spec_14_one_project_per_body_and_bodies_numbered_per_project():
+    lines = [_line("b", "d1", 0, 5), _line("a", "d1", 0, 5), _line("a", "d2", 0, 5)]
+    bodies = pack_bodies(lines, 10_000)
+    assert [(b.project, b.index, len(b.lines)) for b in bodies] == [("a", 0, 2), ("b", 0, 1)]
+
+
+def test_spec_14_line_order_is_project_device_visit_start_first_message_id():
+    lines = [
+        _line("p", "d2", 5, 1),
+        _line("p", "d1", 9, 1),
+        _line("p", "d1", 3, 1),
+        _line("o", "d9", 0, 1),
+    ]
+    bodies = pack_bodies(lines, 10_000)
+    order = [(line.project, line.device, line.order[1]) for b in bodies for line in b.lines]
+    assert order == [("o", "d9", 0), ("p", "d1", 3), ("p", "d1", 9), ("p", "d2", 5)]
+
+
+def test_spec_14_the_same_lines_in_any_order_give_byte_identical_bodies():
+    lines = [_line("p", f"d{n % 7}", n, n % 13) for n in range(200)]
+    expected = [b.text for b in pack_bodies(lines, 700)]
+    rng = random.Random(4)
+    for _ in range(5):
+        shuffled = lines[:]
+        rng.shuffle(shuffled)
+        assert [b.text for b in pack_bodies(shuffled, 700)] == expected
+
+
+def test_spec_14_a_413_halves_a_body_first_ceil_half_then_the_rest():
+    lines = [_line("p", f"d{n}", 0, 1) for n in range(5)]
+    (body,) = pack_bodies(lines, 10_000)
+    first, rest = body.halves()
+    assert [line.device for line in first.lines] == ["d0", "d1", "d2"]
+    assert [line.device for line in rest.lines] == ["d3", "d4"]
