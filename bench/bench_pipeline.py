@@ -7,7 +7,8 @@ What is measured, in one invocation:
    SHA-256) still matches.
 2. The floor: what the Beam engine itself costs for a job of this shape, i.e. the same file
    through ReadFromText -> json.loads -> one GroupByKey by anonymousId -> json.dumps ->
-   WriteToText on the FnApiRunner (this script with `--floor-only`).
+   WriteToText on the FnApiRunner (this script with `--floor-only`); `--floor-parser orjson`
+   reads and writes with orjson instead (a lower floor: the pipeline reads with orjson too).
 3. `python -m pipeline --input FILE --sink file --output DIR --project_name bench` (the
    `woopra-pipeline` command), on the FnApiRunner as well (its batch default).
 
@@ -31,6 +32,11 @@ whether woopra-pipeline's report adds up. The report's counts are checked agains
 generator wrote and against the lines in the output files.
 
     .venv/bin/python -m bench.bench_pipeline [--events N] [--seed S] [--repeat K] [--keep]
+        [--floor-parser json|orjson] [--direct_num_workers N --direct_running_mode MODE]
+
+`--direct_num_workers` and `--direct_running_mode` go to both sides alike, so that the ratio
+compares the pipeline with the engine on the same local runner set-up. The last lines
+printed are the figures as a row of the README's scaling table.
 
 `--warehouse` compares instead the same events as RudderStack warehouse tables exported to
 Avro (bench/warehouse_export.py), read with `--warehouse_table auto`, against them as JSON
@@ -57,6 +63,8 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import orjson
+from apache_beam.options.pipeline_options import PipelineOptions
 
 try:
     from bench.events import GENERATOR_VERSION, generate_events, write_jsonl
@@ -80,30 +88,42 @@ RESCAN_EVERY = 20
 # --- the floor pipeline (runs in the child started with --floor-only) -----------------------
 
 
-def _parse_line(line: str):
+# The floor's JSON reader and writer (--floor-parser): the standard library's, or orjson's.
+FLOOR_PARSERS = {
+    "json": (json.loads, json.dumps, ValueError),
+    "orjson": (orjson.loads, lambda event: orjson.dumps(event).decode(), orjson.JSONDecodeError),
+}
+
+
+def _parse_line(line: str, parser: str):
+    loads, _, error = FLOOR_PARSERS[parser]
     try:
-        event = json.loads(line)
-    except ValueError:
+        event = loads(line)
+    except error:
         return
     if isinstance(event, dict):
         yield str(event.get("anonymousId")), event
 
 
-def _dump_group(_key: str, events):
-    for event in events:
-        yield json.dumps(event)
+def _dump_group(group, parser: str):
+    dumps = FLOOR_PARSERS[parser][1]
+    for event in group[1]:
+        yield dumps(event)
 
 
-def run_floor(input_path: str, output_dir: str) -> dict[str, Any]:
+def run_floor(
+    input_path: str, output_dir: str, parser: str = "json", runner_flags: list[str] | None = None
+) -> dict[str, Any]:
     """Read, parse, group by anonymousId, serialize, write; returns the run time."""
     os.makedirs(output_dir, exist_ok=True)
-    pipeline = beam.Pipeline(runner="FnApiRunner")
+    options = PipelineOptions(["--runner", "FnApiRunner", *(runner_flags or [])])
+    pipeline = beam.Pipeline(options=options)
     _ = (
         pipeline
         | "Read" >> beam.io.ReadFromText(input_path)
-        | "Parse" >> beam.FlatMap(_parse_line)
+        | "Parse" >> beam.FlatMap(_parse_line, parser)
         | "GroupByDevice" >> beam.GroupByKey()
-        | "Serialize" >> beam.FlatMapTuple(_dump_group)
+        | "Serialize" >> beam.FlatMap(_dump_group, parser)
         | "Write"
         >> beam.io.WriteToText(os.path.join(output_dir, "floor"), file_name_suffix=".jsonl")
     )
@@ -319,10 +339,13 @@ class Side:
     output_dir: Path
 
 
-def _run_floor_side(input_path: Path, run_dir: Path, attempt: int) -> Side | None:
+def _run_floor_side(
+    input_path: Path, run_dir: Path, attempt: int, parser: str, runner_flags: list[str]
+) -> Side | None:
     output_dir = run_dir / f"floor-{attempt}"
     command = [sys.executable, str(Path(__file__).resolve()), "--floor-only"]
     command += ["--input", str(input_path), "--output", str(output_dir)]
+    command += ["--floor-parser", parser, *runner_flags]
     measurement = run_measured(command, run_dir, f"floor-{attempt}")
     if measurement.returncode != 0:
         _failed("the floor pipeline", measurement)
@@ -487,6 +510,33 @@ def _print_comparison(floor: Side, ours: Side, events: int, sent: int) -> None:
     )
 
 
+def _runner_flags(args: argparse.Namespace) -> list[str]:
+    """The local runner's flags that both sides are given."""
+    flags = []
+    if args.direct_num_workers is not None:
+        flags += ["--direct_num_workers", str(args.direct_num_workers)]
+    if args.direct_running_mode is not None:
+        flags += ["--direct_running_mode", args.direct_running_mode]
+    return flags
+
+
+def _print_table_row(
+    floor: Side, ours: Side, args: argparse.Namespace, runner_flags: list[str]
+) -> None:
+    """The figures as one row of the README's scaling table."""
+    throughput = floor.run_seconds / ours.run_seconds
+    cpu = floor.measurement.cpu_seconds / ours.measurement.cpu_seconds
+    memory = ours.measurement.peak_kib / floor.measurement.peak_kib
+    print()
+    print(f"  table row ({args.floor_parser} floor, {' '.join(runner_flags) or 'in-process'}):")
+    print(
+        f"  | {args.events:,} | {floor.run_seconds:.1f} s | {ours.run_seconds:.1f} s "
+        f"| **{throughput:.2f}** (CPU {cpu:.2f}) "
+        f"| {_mib(floor.measurement.peak_kib)} | {_mib(ours.measurement.peak_kib)} "
+        f"| **{memory:.2f}** | {' '.join(f'{load:.1f}' for load in os.getloadavg())} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000, help="Events in the input file.")
@@ -501,13 +551,32 @@ def main(argv: list[str] | None = None) -> int:
         help="Compare the events as Avro warehouse tables with the same events as JSON lines.",
     )
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument(
+        "--floor-parser",
+        choices=sorted(FLOOR_PARSERS),
+        default="json",
+        help="The floor's JSON reader and writer.",
+    )
+    parser.add_argument(
+        "--direct_num_workers",
+        type=int,
+        default=None,
+        help="Given to both sides: the local runner's worker count (0: one per CPU).",
+    )
+    parser.add_argument(
+        "--direct_running_mode",
+        choices=("in_memory", "multi_threading", "multi_processing"),
+        default=None,
+        help="Given to both sides: how the local runner runs its workers.",
+    )
     parser.add_argument("--floor-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--input", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    runner_flags = _runner_flags(args)
 
     if args.floor_only:
-        print(json.dumps(run_floor(args.input, args.output)))
+        print(json.dumps(run_floor(args.input, args.output, args.floor_parser, runner_flags)))
         return 0
     if args.warehouse:
         return run_warehouse(args)
@@ -521,9 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     ours: list[Side] = []
     for attempt in range(1, args.repeat + 1):
         print(f"run {attempt}/{args.repeat}: the floor ... ({_load()})", flush=True)
-        floor = _run_floor_side(input_path, run_dir, attempt)
+        floor = _run_floor_side(input_path, run_dir, attempt, args.floor_parser, runner_flags)
         print(f"run {attempt}/{args.repeat}: woopra-pipeline ... ({_load()})", flush=True)
-        side = _run_pipeline_side(input_path, run_dir, attempt)
+        side = _run_pipeline_side(input_path, run_dir, attempt, *runner_flags)
         if floor is None or side is None:
             return 1
         floors.append(floor)
@@ -538,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     best_ours = min(ours, key=lambda side: side.run_seconds)
     report = json.loads((best_ours.output_dir / "report.json").read_text())
     _print_comparison(best_floor, best_ours, args.events, report["sent"])
+    _print_table_row(best_floor, best_ours, args, runner_flags)
 
     print()
     print(f"woopra-pipeline report.json (exit status {best_ours.measurement.returncode})")

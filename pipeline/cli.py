@@ -24,7 +24,11 @@ from pipeline.arguments import (
 from pipeline.builder import build_pipeline
 from pipeline.exit_codes import exit_code, failures
 from pipeline.graceful_stop import StopSignal, graceful_stop
-from pipeline.local_runner import LocalStreamingRun, local_streaming_fixes
+from pipeline.local_runner import (
+    LocalStreamingRun,
+    local_streaming_fixes,
+    returned_shuffle_memory,
+)
 from pipeline.options import (
     LOCAL_BATCH_RUNNER,
     LOCAL_STREAMING_RUNNER,
@@ -104,12 +108,11 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
     graceful = local_batch and woopra.sink == "woopra"
     stopping = graceful_stop() if graceful else contextlib.nullcontext(StopSignal())
     streaming_stop: int | None = None
-    streaming_fixes = (
-        local_streaming_fixes(woopra.local_pull_max_messages)
-        if local_streaming
-        else contextlib.nullcontext()
-    )
-    with ledger, streaming_fixes as local_run, stopping as stop:
+    if local_streaming:
+        local_fixes = local_streaming_fixes(woopra.local_pull_max_messages)
+    else:  # a local batch run hands its shuffles' memory back (see local_runner)
+        local_fixes = returned_shuffle_memory() if local_batch else contextlib.nullcontext()
+    with ledger, local_fixes as local_run, stopping as stop:
         started = time.monotonic()
         with Progress(woopra.report_interval_seconds) if local_batch else contextlib.nullcontext():
             result = pipeline.run()

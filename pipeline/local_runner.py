@@ -1,7 +1,8 @@
-"""Fixes for Beam 2.77's local streaming runner (BundleBasedDirectRunner), used only there.
+"""Fixes for Beam 2.77's local runners, used only there.
 
-Five faults of that runner make a local streaming run wrong or sluggish, and none has a
-public switch, so they are patched for the duration of a run:
+Five faults of the local streaming runner (BundleBasedDirectRunner) make a local streaming
+run wrong or sluggish, and none has a public switch, so they are patched for the duration of
+a run:
 
 * it reads Pub/Sub with a 30 s long poll on its only thread, so while a subscription is
   idle nothing else runs (timers, the watermark, cancel) for up to 30 s at a time;
@@ -19,18 +20,28 @@ It also has no drain, only cancel, which drops whatever was pulled (the runner a
 messages as it pulls them): `LocalStreamingRun.drain()` stops pulling and lets the run
 finish as Dataflow's drain does.
 
+The local batch runner (FnApiRunner) holds every value of a GroupByKey as its own small
+block until the group is complete, then encodes them all into one stream and frees them;
+the C allocator keeps the freed blocks (they lie among blocks still in use), so the run's
+memory stays at the blocks' size on top of the streams that follow. `returned_shuffle_memory`
+hands the free pages back to the system once each shuffle is encoded (glibc `malloc_trim`;
+elsewhere it does nothing).
+
 Dataflow and other runners never touch this code. Beam is pinned below 2.78 for it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from apache_beam.runners.direct import executor, transform_evaluator
 from apache_beam.runners.direct.util import TransformResult
+from apache_beam.runners.portability.fn_api_runner.execution import GroupingBuffer
 from apache_beam.runners.worker import statesampler
 from apache_beam.transforms import core, userstate
 from google.api_core import exceptions as google_exceptions
@@ -263,3 +274,40 @@ def local_streaming_fixes(
         _per_bundle_metrics(),
     ):
         yield run
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    """glibc's `malloc_trim(0)`, which returns every free page to the system; None elsewhere."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    return None if trim is None else lambda: trim(0)
+
+
+@contextlib.contextmanager
+def returned_shuffle_memory() -> Iterator[None]:
+    """Return the memory of a GroupByKey's held values to the system once they are encoded.
+
+    `GroupingBuffer.partition` encodes the grouped values into streams and clears its table
+    the first time it is called; trimming right after costs a few milliseconds per shuffle.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        yield
+        return
+    original = GroupingBuffer.__dict__["partition"]
+
+    def partition(self, n):
+        encoded_before = self._grouped_output is not None
+        grouped = original(self, n)
+        if not encoded_before:
+            trim()
+        return grouped
+
+    GroupingBuffer.partition = partition
+    try:
+        yield
+    finally:
+        GroupingBuffer.partition = original

@@ -133,8 +133,8 @@ def test_delivered_entries_survive_the_shuffle_coder():
         {"type": "track", "event": "x", "anonymousId": "a", "messageId": "m"},
         MappingSettings(project_name="p"),
     )
-    assert coder.decode(coder.encode(Delivered("k"))) == Delivered("k")
-    assert coder.decode(coder.encode(event)) == event
+    assert coder.decode_record(coder.encode(Delivered("k"))) == Delivered("k")
+    assert coder.decode_record(coder.encode(event)) == event
 
 
 # The lock

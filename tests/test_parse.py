@@ -355,3 +355,65 @@ def test_spec_1_too_large_line_with_huge_integer_is_too_large() -> None:
     record = b'{"messageId": "m-9", "n": ' + b"7" * (MAX_BYTES + 10) + b"}"
     dead = dead_letter(record, TOO_LARGE)
     assert dead.message_id in ("m-9", None)
+
+
+# --- the fast decoder agrees with the standard one ------------------------------------------
+
+
+def _standard_reading(record: bytes):
+    """What the standard decoder with the same hooks makes of a record, or its error."""
+    from transforms.parse import _loads_standard
+
+    try:
+        return "value", _loads_standard(record)
+    except InvalidEventError as err:
+        return "error", str(err)
+
+
+def _reading(record: bytes):
+    try:
+        return "value", loads_strict(record)
+    except InvalidEventError as err:
+        return "error", str(err)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b'{"a":1,"b":2,"a":3}',  # a repeated key: the last value, in the first one's place
+        b'{"n":[9223372036854775807,-9223372036854775808,18446744073709551615]}',
+        b'{"n":123456789012345678901234567890,"m":-9223372036854775809}',  # beyond 64 bits
+        b'{"id":"1234567890123456789012"}',  # a long digit run that is no number
+        b'{"f":[0.1,1e308,5e-324,-0.0,1E2,2.5e-300,0.30000000000000004,1e-400]}',
+        b'{"s":"\\u00e9\\ud83d\\ude00\\n\\"\\\\\\/ \xc3\xa9 \xe2\x82\xac \x7f"}',
+        b'{"s":"\\ud800"}',  # a lone surrogate: accepted, then refused by the check after
+        b'\xef\xbb\xbf{"a":1}',  # a byte order mark
+        b'{"a":"\t"}',  # a raw control character
+        b'{"a":1e400}',
+        b'{"a":NaN}',
+        b'{"a":01}',
+        b'{"a":1,}',
+        b" \t\r\n{} \n",
+        b"[" * 150 + b"]" * 150,
+        b"[" * 2000 + b"]" * 2000,
+        b'"text"',
+    ],
+)
+def test_spec_1_the_fast_decoder_reads_what_the_standard_decoder_reads(record: bytes) -> None:
+    _assert_same_reading(record)
+
+
+def _assert_same_reading(record: bytes) -> None:
+    """The same value (types, key order, floats) or the same error; the checks after the
+    decoder (nesting, lone surrogates) may still refuse what it read."""
+    reading, standard = _reading(record), _standard_reading(record)
+    if standard[0] == "error" or reading[0] == "value":
+        assert (reading[0], repr(reading[1])) == (standard[0], repr(standard[1]))
+
+
+def test_spec_1_the_fast_decoder_reads_the_sample_events_as_the_standard_one() -> None:
+    from pathlib import Path
+
+    lines = (Path(__file__).parent.parent / "testdata" / "events.jsonl").read_bytes().splitlines()
+    for line in lines:
+        _assert_same_reading(line)

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import apache_beam as beam
+import orjson
 
 from transforms.mapping import message_id_of
 from transforms.progress import ProgressCounter
@@ -29,6 +30,9 @@ MAX_BYTES_PARSED_FOR_ID = 1024 * 1024
 # The raw text kept in a dead letter of an over-size line.
 MAX_DEAD_LETTER_TEXT = 1024 * 1024
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Enough digits in a row for an integer beyond 64 bits, which orjson would read as a float.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_NOT_PARSED = object()
 # A file or message may start with a UTF-8 byte order mark; JSON readers may ignore it (RFC 8259).
 UTF8_BOM = b"\xef\xbb\xbf"
 # The messageId of a line that is not valid JSON, when its text still shows one.
@@ -57,6 +61,35 @@ _STRICT_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=
 
 def loads_strict(data: bytes) -> Any:
     """JSON as RFC 8259 has it: UTF-8, no NaN or Infinity, no number that overflows a float."""
+    value = _fast_loads(data)
+    if value is _NOT_PARSED:
+        value = _loads_standard(data)
+    if data.count(b"{") + data.count(b"[") > MAX_NESTING and _depth(value) > MAX_NESTING:
+        raise InvalidEventError(f"nested deeper than {MAX_NESTING} levels")
+    if _SURROGATE_ESCAPE.search(data) and not _encodable(value):
+        raise InvalidEventError("contains an unpaired UTF-16 surrogate")
+    return value
+
+
+def _fast_loads(data: bytes) -> Any:
+    """orjson's reading of the record where it is the standard decoder's, in a third of the
+    time; _NOT_PARSED where it refuses the record or could differ.
+
+    orjson refuses what the standard decoder (with the hooks above) refuses, and more: lone
+    surrogates, nesting beyond 1,024 levels; those go to the standard decoder, which says
+    why (or accepts them, as it does lone surrogates, for the checks after it). Integers
+    beyond 64 bits orjson reads as floats: a record with 19 digits in a row goes to the
+    standard decoder too.
+    """
+    if _LONG_DIGITS.search(data):
+        return _NOT_PARSED
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _NOT_PARSED
+
+
+def _loads_standard(data: bytes) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -69,10 +102,6 @@ def loads_strict(data: bytes) -> Any:
         raise InvalidEventError(f"not valid JSON: {err.msg} at char {err.pos}") from err
     except ValueError as err:  # e.g. an integer beyond the interpreter's digit limit
         raise InvalidEventError(f"not valid JSON: {str(err)[:80]}") from err
-    if data.count(b"{") + data.count(b"[") > MAX_NESTING and _depth(value) > MAX_NESTING:
-        raise InvalidEventError(f"nested deeper than {MAX_NESTING} levels")
-    if _SURROGATE_ESCAPE.search(data) and not _encodable(value):
-        raise InvalidEventError("contains an unpaired UTF-16 surrogate")
     return value
 
 
