@@ -30,6 +30,12 @@ GRAPHS = {
     "batch": (["--input", "gs://my-bucket/exports/*.jsonl"], 1),
     "streaming": (["--input_subscription", "projects/my-project/subscriptions/events"], 2),
     "replay": (["--dead_letters", "gs://my-bucket/woopra/dead_letters-*.jsonl"], 1),
+    "import": (["--input", "gs://my-bucket/exports/*.jsonl", "--mode", "import"], 1),
+}
+# The steps each graph must hold, by their stable labels (Dataflow --update matches them).
+TRACKING_STEPS = {"ReadEvents", "ParseEvents", "MapToWoopra", "WriteToWoopra"}
+STEPS = {
+    "import": {"ReadEvents", "ParseEvents", "BuildVisits", "PackBodies", "SendImportBodies"},
 }
 
 
@@ -45,12 +51,16 @@ def no_network(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", list(GRAPHS))
-def test_the_job_graph_builds_with_dataflow_options_without_network(kind, no_network):
+def test_the_job_graph_builds_with_dataflow_options_without_network(kind, no_network, monkeypatch):
+    # Import mode refuses to start without its credentials; the graph never holds them.
+    monkeypatch.setenv("WOOPRA_APP_ID", "graph-test-app")
+    monkeypatch.setenv("WOOPRA_SECRET_KEY", "graph-test-secret")
     source, job_type = GRAPHS[kind]
     pipeline = build_pipeline(PipelineOptions([*DATAFLOW, *source]))
     proto = pipeline.to_runner_api()
     labels = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"ReadEvents", "ParseEvents", "MapToWoopra", "WriteToWoopra"} <= labels
+    assert STEPS.get(kind, TRACKING_STEPS) <= labels
+    assert "graph-test-secret" not in str(proto)
     result = pipeline.run()  # DataflowRunner, dry run: the job request, not sent
     assert result.job.proto.type == job_type
 
