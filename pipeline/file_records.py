@@ -91,9 +91,10 @@ def read_avro_rows(
     with FileSystems.open(file_path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         blocks = fastavro.block_reader(handle)
         schema = blocks.writer_schema
-        names = [field["name"] for field in schema.get("fields", ())]
-        kept = columns(file_path, names)
-        decoder = flat_record_decoder(schema, None if kept is None else frozenset(kept))
+        kept, decoder = None, None
+        if isinstance(schema, dict) and isinstance(schema.get("fields"), list):
+            kept = columns(file_path, [field["name"] for field in schema["fields"]])
+            decoder = flat_record_decoder(schema, None if kept is None else frozenset(kept))
         for block in blocks:
             if decoder is None:
                 yield from block

@@ -234,6 +234,20 @@ def test_spec_9_union_index_out_of_range_stops_the_file_where_fastavro_stops(tmp
     _damage_is_fastavros(path, {"id"})
 
 
+def test_spec_9_truncated_table_keeps_what_fastavro_keeps(tmp_path):
+    path = _table(tmp_path, "fine")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    _damage_is_fastavros(path, {"id"})
+
+
+def test_spec_12_records_that_are_not_rows_are_fastavros(tmp_path):
+    path = tmp_path / "strings.avro"
+    with open(path, "wb") as handle:
+        fastavro.writer(handle, "string", ["a", "b"])
+    assert list(read_avro_rows(str(path), ALL)) == ["a", "b"]
+
+
 def test_spec_12_columns_used_leave_out_only_ignored_columns():
     pattern = "/exports/*/*.avro"
     tables = RowTables("auto", glob_fixed_prefix(pattern))
