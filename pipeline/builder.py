@@ -148,15 +148,22 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         )
     elif woopra.dead_letters:
         records = pipeline | "ReadEvents" >> ReadDeadLetters(woopra.dead_letters, woopra.reason)
-    else:
+    elif woopra.warehouse_table:
+        to_events = RowsToEvents(woopra.warehouse_table, woopra.input)
         files = pipeline | "ReadEvents" >> ReadEventFiles(
-            woopra.input, woopra.input_format, with_filename=bool(woopra.warehouse_table)
+            woopra.input,
+            woopra.input_format,
+            with_filename=True,
+            avro_columns=to_events.columns_used(),
         )
+        records, unreadable_files = files[RECORDS], [files[DEAD_LETTER_TAG]]
+    else:
+        files = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
         records, unreadable_files = files[RECORDS], [files[DEAD_LETTER_TAG]]
     if woopra.warehouse_table:
         # Rows become events in the same fused step that reads them (parsed as ParseEvents
         # would): rows of Avro and Parquet are costly to encode between steps, events less so.
-        parsed = records | "RowsToEvents" >> RowsToEvents(woopra.warehouse_table, woopra.input)
+        parsed = records | "RowsToEvents" >> to_events
     else:
         parsed = records | "ParseEvents" >> ParseEvents()
     events = parsed.events | "FilterEvents" >> FilterEvents(filter_settings(woopra))

@@ -9,7 +9,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -25,6 +25,7 @@ from pipeline.file_records import (
     is_compressed,
     open_event_file,
     read_avro_records,
+    read_avro_rows,
     read_json_lines,
     read_parquet_records,
 )
@@ -131,7 +132,8 @@ class ReadEventFiles(beam.PTransform):
     Plain JSON lines go through ReadAllFromText, so large files are split across workers;
     compressed, JSON and Avro files are read whole by one worker each. With `with_filename`,
     each record comes as (file path, record), and Avro and Parquet records stay dicts of
-    their values (warehouse rows, SPEC §12).
+    their values (warehouse rows, SPEC §12); `avro_columns(path, names)` then names the columns
+    of an Avro file to keep (None: all).
 
     Returns {RECORDS: the records, DEAD_LETTER_TAG: the `unreadable_file` dead letters of
     files that do not open, each counted as one input}. A file that breaks off later gives
@@ -142,12 +144,17 @@ class ReadEventFiles(beam.PTransform):
     """
 
     def __init__(
-        self, file_pattern: str, input_format: str = "auto", with_filename: bool = False
+        self,
+        file_pattern: str,
+        input_format: str = "auto",
+        with_filename: bool = False,
+        avro_columns: Callable[[str, list[str]], Collection[str] | None] | None = None,
     ) -> None:
         super().__init__()
         self.file_pattern = file_pattern
         self.input_format = input_format
         self.with_filename = with_filename
+        self.avro_columns = avro_columns
 
     def expand(self, pipeline):
         input_format = self.input_format
@@ -176,6 +183,8 @@ class ReadEventFiles(beam.PTransform):
             )
         file_format = FORMATS[reader]
         label, read = _READ_LABELS[file_format], _FILE_READERS[file_format]
+        if file_format == AVRO and self.with_filename and self.avro_columns is not None:
+            read = functools.partial(read_avro_rows, columns=self.avro_columns)
         if self.with_filename:
             read = functools.partial(_records_with_path, read)
         records = paths | label >> beam.ParDo(ReadRecordsFn(read))
