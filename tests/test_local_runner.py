@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import datetime
+import gc
 import time
 
 import apache_beam as beam
 from apache_beam.runners.direct import executor, transform_evaluator
+from apache_beam.runners.direct.clock import TestClock as ManualClock
+from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
 from apache_beam.transforms import core, userstate
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.trigger import (
+    InMemoryUnmergedState,
+    _ListStateTag,
+    _ReadModifyWriteStateTag,
+)
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
+from google.pubsub_v1.types import PubsubMessage
 
-from pipeline.local_runner import _specs_cache_key, local_streaming_fixes
+from pipeline.local_runner import (
+    _GC_THRESHOLDS,
+    _publish_timestamp,
+    _specs_cache_key,
+    local_streaming_fixes,
+)
 from transforms.identity import StreamingSettings, _StreamingResolveFn
 
 
@@ -65,3 +84,77 @@ def test_timers_are_looked_for_at_most_every_50_ms_except_while_draining(monkeyp
         assert monitor._fire_timers("draining") is True
         assert monitor._fire_timers("draining again") is True
     assert looks == ["first", "later", "draining", "draining again"]
+
+
+def _state_with_timers_and_values() -> InMemoryUnmergedState:
+    state = DirectUnmergedState()
+    window = GlobalWindow()
+    state.set_timer(window, "user/flush", TimeDomain.REAL_TIME, Timestamp(micros=5))
+    state.set_timer(window, "user/expire", TimeDomain.WATERMARK, Timestamp(micros=9))
+    state.add_state(window, _ListStateTag("user/buffer"), b"one")
+    state.add_state(window, _ReadModifyWriteStateTag("user/count"), [b"\x01"])
+    return state
+
+
+def test_a_keys_state_is_copied_whole_and_apart_from_the_original():
+    state = _state_with_timers_and_values()
+    with local_streaming_fixes():
+        clone = state.copy()
+    assert dict(clone.timers) == dict(state.timers)
+    assert {w: dict(tags) for w, tags in clone.state.items()} == {
+        w: dict(tags) for w, tags in state.state.items()
+    }
+    window = GlobalWindow()
+    clone.clear_timer(window, "user/flush", TimeDomain.REAL_TIME)
+    clone.add_state(window, _ListStateTag("user/buffer"), b"two")
+    assert ("user/flush", TimeDomain.REAL_TIME, "") in state.timers[window]
+    assert state.get_state(window, _ListStateTag("user/buffer")) == [b"one"]
+    assert InMemoryUnmergedState.copy.__module__ == "apache_beam.transforms.trigger"
+
+
+def _watermarks(keyed_states: dict, now: float, watermark: Timestamp):
+    clock = ManualClock(Timestamp.of(now))
+    watermarks = _TransformWatermarks(clock, keyed_states, "step")
+    watermarks._input_watermark = watermark
+    return watermarks
+
+
+def _firings(fired) -> list[tuple]:
+    return sorted(
+        (t.encoded_key, t.window, t.name, t.time_domain, t.timestamp, t.dynamic_timer_tag)
+        for t in fired
+    )
+
+
+def test_due_timers_are_found_as_the_runner_finds_them():
+    keyed = {}
+    for n in range(20):
+        state = keyed[f"key-{n}".encode()] = DirectUnmergedState()
+        state.set_timer(GlobalWindow(), "user/flush", TimeDomain.REAL_TIME, Timestamp(micros=n))
+        state.set_timer(GlobalWindow(), "user/expire", TimeDomain.WATERMARK, Timestamp(micros=n))
+    keyed[b"idle"] = DirectUnmergedState()
+    original = _TransformWatermarks.extract_transform_timers
+    expected, expected_realtime = original(_watermarks(keyed, 10e-6, Timestamp(micros=4)))
+    with local_streaming_fixes():
+        fired, realtime = _watermarks(keyed, 10e-6, Timestamp(micros=4)).extract_transform_timers()
+    assert realtime is expected_realtime is True
+    assert _firings(fired) == _firings(expected)
+    assert len(fired) == 11 + 5  # processing time 10 µs, watermark 4 µs
+    assert _TransformWatermarks.extract_transform_timers is original
+
+
+def test_the_heap_is_frozen_and_collected_less_often_only_during_the_run():
+    thresholds = gc.get_threshold()
+    with local_streaming_fixes():
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == _GC_THRESHOLDS
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
+
+
+def test_a_publish_time_is_read_to_the_microsecond_as_the_runner_reads_it():
+    message = PubsubMessage(data=b"x")
+    message.publish_time = datetime.datetime(2024, 6, 1, 12, 0, 1, 123456, datetime.UTC)
+    raw = PubsubMessage.pb(message)
+    raw.publish_time.nanos += 789  # below a microsecond: dropped, as the runner drops it
+    assert _publish_timestamp(raw) == Timestamp.from_utc_datetime(message.publish_time)
