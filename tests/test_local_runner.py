@@ -7,6 +7,7 @@ import gc
 import time
 
 import apache_beam as beam
+from apache_beam.internal import pickler
 from apache_beam.runners.direct import executor, transform_evaluator
 from apache_beam.runners.direct.clock import TestClock as ManualClock
 from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
@@ -158,3 +159,44 @@ def test_a_publish_time_is_read_to_the_microsecond_as_the_runner_reads_it():
     raw = PubsubMessage.pb(message)
     raw.publish_time.nanos += 789  # below a microsecond: dropped, as the runner drops it
     assert _publish_timestamp(raw) == Timestamp.from_utc_datetime(message.publish_time)
+
+
+class _Counting(beam.DoFn):
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam):
+        self.seen += 1
+        yield element
+
+
+def test_each_bundle_gets_its_own_copy_of_the_dofn_from_one_pickle(monkeypatch):
+    dofn = _Counting()
+    dumps: list[object] = []
+    real_dumps = pickler.dumps
+    monkeypatch.setattr(pickler, "dumps", lambda o, *a, **k: dumps.append(o) or real_dumps(o))
+    with local_streaming_fixes():
+        first = transform_evaluator.pickler.roundtrip(dofn)
+        first.seen = 5
+        second = transform_evaluator.pickler.roundtrip(dofn)
+    assert isinstance(first, _Counting)
+    assert isinstance(second, _Counting)
+    assert first is not second
+    assert first is not dofn
+    assert (second.seen, dofn.seen) == (0, 0)
+    assert dumps == [dofn]  # pickled once
+    assert transform_evaluator.pickler is pickler
+
+
+def test_dofn_method_arguments_are_inspected_once_per_class():
+    original = core.get_function_arguments
+    with local_streaming_fixes():
+        names, defaults = core.get_function_arguments(_Counting(), "process")
+        names.append("changed by a caller")
+        again = core.get_function_arguments(_Counting(), "process")
+        assert again == original(_Counting(), "process")
+        wrapped = core.get_function_arguments(core.CallableWrapperDoFn(_with_default), "process")
+        assert wrapped == original(core.CallableWrapperDoFn(_with_default), "process")
+    assert core.get_function_arguments is original
+    assert names[0] == "element"
+    assert defaults == [beam.DoFn.TimestampParam]
