@@ -36,11 +36,12 @@ from transforms.records import WoopraRequest
 from transforms.visits import (
     DEFAULT_IMPORT_BATCH_BYTES,
     DEFAULT_VISIT_GAP_MINUTES,
+    DeviceLines,
     ImportBody,
-    ImportLine,
     build_visits,
+    device_lines,
     needs_action_time,
-    pack_bodies,
+    pack_devices,
     visit_lines,
 )
 
@@ -66,11 +67,13 @@ def mapped_of(
 
 
 def pack(per_device_lines, batch_bytes: int) -> list[ImportBody]:
-    by_project: dict[str, list[ImportLine]] = defaultdict(list)
+    """BuildVisits' output (each device's lines of a project together), grouped by project as
+    PackBodies' shuffle does, and packed."""
+    by_project: dict[str, list[DeviceLines]] = defaultdict(list)
     for lines, _ in per_device_lines:
-        for line in lines:
-            by_project[line.project].append(line)
-    return [body for lines in by_project.values() for body in pack_bodies(lines, batch_bytes)]
+        for device in device_lines(lines):
+            by_project[device.project].append(device)
+    return [body for group in by_project.values() for body in pack_devices(group, batch_bytes)]
 
 
 def visits_and_bodies(mapped, batch_bytes: int) -> list[ImportBody]:
@@ -127,11 +130,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import_rate = importable / min(importing.elapsed)
     mapping_rate = len(events) / min(mapping.elapsed)
-    in_bodies = sum(len(body.events) for body in bodies)
+    in_bodies = sum(body.event_count for body in bodies)
     body_bytes = sum(body.size for body in bodies)
     requests = [build_request(e, SETTINGS) for _, group in devices for e in group]
     url_bytes = sum(r.url_length() for r in requests if isinstance(r, WoopraRequest))
-    lines = sum(len(body.lines) for body in bodies)
+    lines = sum(body.line_count for body in bodies)
     verdict = "PASS" if import_rate >= mapping_rate else "MISS"
     print()
     print(
