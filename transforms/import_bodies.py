@@ -27,8 +27,7 @@ from transforms.visits import (
     DEFAULT_IMPORT_BATCH_BYTES,
     DEFAULT_VISIT_GAP_MINUTES,
     ImportBody,
-    build_visits,
-    device_lines,
+    build_device_visits,
     pack_devices,
 )
 
@@ -52,7 +51,7 @@ class _BuildVisitsFn(beam.DoFn):
 
     def process(self, element: tuple[str, list[PreparedEvent]]):
         device, events = element
-        lines, dead = build_visits(
+        devices, dead = build_device_visits(
             device,
             events,
             self.mapping,
@@ -61,8 +60,8 @@ class _BuildVisitsFn(beam.DoFn):
         )
         for letter in dead:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
-        for device in device_lines(lines):
-            yield device.project, device
+        for lines in devices:
+            yield lines.project, lines
 
 
 class BuildVisits(beam.PTransform):

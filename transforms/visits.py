@@ -67,7 +67,7 @@ class DeviceLines:
         return ImportLine(self.project, self.device, order, text, actions, events)
 
 
-def device_lines(lines: Iterable[ImportLine]) -> list[DeviceLines]:
+def _by_device(lines: Iterable[ImportLine]) -> list[DeviceLines]:
     """Lines grouped by project and device, each group in body order."""
     groups: dict[tuple[str, str], list[ImportLine]] = {}
     for line in lines:
@@ -81,8 +81,8 @@ def device_lines(lines: Iterable[ImportLine]) -> list[DeviceLines]:
 
 
 def _device_lines(lines: list[ImportLine]) -> DeviceLines:
-    if not _in_body_order(lines):
-        lines = sorted(lines, key=_line_order)
+    """One device's lines of one project, sorted into body order."""
+    lines = sorted(lines, key=_line_order)
     ends: list[int] = []
     events: list[PreparedEvent] = []
     for line in lines:
@@ -100,12 +100,16 @@ def _device_lines(lines: list[ImportLine]) -> DeviceLines:
     )
 
 
-def _in_body_order(lines: list[ImportLine]) -> bool:
-    """Whether one device's lines of one project are already in body order (they are, as
-    visit_lines builds them)."""
-    for index in range(1, len(lines)):
-        before, after = lines[index - 1], lines[index]
-        if before.order > after.order or (before.order == after.order and before.text > after.text):
+def _resorted(device: DeviceLines) -> DeviceLines:
+    return _device_lines([device.line(index) for index in range(len(device.texts))])
+
+
+def _lines_in_body_order(orders: list[tuple[bool, int, str]], texts: list[bytes]) -> bool:
+    """Whether one device's lines of one project are in body order already (as visits of
+    events in send order are)."""
+    for index in range(1, len(orders)):
+        before, after = orders[index - 1], orders[index]
+        if before > after or (before == after and texts[index - 1] > texts[index]):
             return False
     return True
 
@@ -279,6 +283,10 @@ class _Visit:
                 {"name": params["event"], "time": params["timestamp"], "properties": properties}
             )
 
+    @property
+    def order(self) -> tuple[bool, int, str]:
+        return (self.start is None, self.start or 0, self.first_message_id)
+
     def line(self) -> dict[str, Any]:
         """The visit's line; the named identity replaces custom keys of the same name."""
         visitor = self.visitor
@@ -302,8 +310,26 @@ def build_visits(
 ) -> tuple[list[ImportLine], list[DeadLetter]]:
     """One device's events (in send order, stitched) as visit lines, from the tracking
     mapping's parameters (`request_of`, without the URL size check)."""
-    mapped = [(event, request_of(event, settings).params) for event in events]
-    return visit_lines(device, mapped, visit_gap_minutes, max_line_bytes)
+    return visit_lines(device, mapped_events(events, settings), visit_gap_minutes, max_line_bytes)
+
+
+def build_device_visits(
+    device: str,
+    events: Iterable[PreparedEvent],
+    settings: MappingSettings,
+    visit_gap_minutes: float = DEFAULT_VISIT_GAP_MINUTES,
+    max_line_bytes: int = DEFAULT_IMPORT_BATCH_BYTES,
+) -> tuple[list[DeviceLines], list[DeadLetter]]:
+    """build_visits' lines as DeviceLines, one per project, as BuildVisits hands them on."""
+    mapped = mapped_events(events, settings)
+    return device_visits(device, mapped, visit_gap_minutes, max_line_bytes)
+
+
+def mapped_events(
+    events: Iterable[PreparedEvent], settings: MappingSettings
+) -> list[tuple[PreparedEvent, dict[str, Any]]]:
+    """Each event with the tracking mapping's parameters."""
+    return [(event, request_of(event, settings).params) for event in events]
 
 
 def visit_lines(
@@ -318,6 +344,60 @@ def visit_lines(
     identify without a timestamp joins the device's last visit, or makes a visitor update.
     A line over `max_line_bytes` dead-letters its events as `request_too_large`.
     """
+    lines: list[ImportLine] = []
+    dead: list[DeadLetter] = []
+    for project, project_visits in _visits(mapped, visit_gap_minutes).items():
+        for visit in project_visits:
+            text = _visit_text(visit, max_line_bytes, dead)
+            if text is not None:
+                order = visit.order
+                lines.append(
+                    ImportLine(project, device, order, text, len(visit.actions), visit.events)
+                )
+    return lines, dead
+
+
+def device_visits(
+    device: str,
+    mapped: Iterable[tuple[PreparedEvent, dict[str, Any]]],
+    visit_gap_minutes: float = DEFAULT_VISIT_GAP_MINUTES,
+    max_line_bytes: int = DEFAULT_IMPORT_BATCH_BYTES,
+) -> tuple[list[DeviceLines], list[DeadLetter]]:
+    """visit_lines' lines as DeviceLines, one per project, without an ImportLine each."""
+    devices: list[DeviceLines] = []
+    dead: list[DeadLetter] = []
+    for project, project_visits in _visits(mapped, visit_gap_minutes).items():
+        orders: list[tuple[bool, int, str]] = []
+        texts: list[bytes] = []
+        actions: list[int] = []
+        ends: list[int] = []
+        events: list[PreparedEvent] = []
+        for visit in project_visits:
+            text = _visit_text(visit, max_line_bytes, dead)
+            if text is not None:
+                orders.append(visit.order)
+                texts.append(text)
+                actions.append(len(visit.actions))
+                events.extend(visit.events)
+                ends.append(len(events))
+        if texts:
+            lines = DeviceLines(
+                project,
+                device,
+                tuple(orders),
+                tuple(texts),
+                tuple(actions),
+                tuple(ends),
+                tuple(events),
+            )
+            devices.append(lines if _lines_in_body_order(orders, texts) else _resorted(lines))
+    return devices, dead
+
+
+def _visits(
+    mapped: Iterable[tuple[PreparedEvent, dict[str, Any]]], visit_gap_minutes: float
+) -> dict[str, list[_Visit]]:
+    """One device's visits per project."""
     gap_ms = visit_gap_minutes * 60_000
     visits: dict[str, list[_Visit]] = {}
     previous_ms: dict[str, int] = {}
@@ -333,28 +413,27 @@ def visit_lines(
         if timestamp is not None:
             previous_ms[project] = timestamp
         project_visits[-1].add(prepared, params)
-    lines: list[ImportLine] = []
-    dead: list[DeadLetter] = []
-    for project, project_visits in visits.items():
-        for visit in project_visits:
-            text = sorted_json(visit.line())
-            if len(text) > max_line_bytes:
-                detail = f"import line is {len(text)} bytes, over {max_line_bytes}"
-                dead.extend(
-                    DeadLetter(e.message_id, STAGE_MAP, REQUEST_TOO_LARGE, detail, e.event)
-                    for e in visit.events
-                )
-                continue
-            order = (visit.start is None, visit.start or 0, visit.first_message_id)
-            lines.append(ImportLine(project, device, order, text, len(visit.actions), visit.events))
-    return lines, dead
+    return visits
+
+
+def _visit_text(visit: _Visit, max_line_bytes: int, dead: list[DeadLetter]) -> bytes | None:
+    """The visit's line, or None with its events dead-lettered when it is over the limit."""
+    text = sorted_json(visit.line())
+    if len(text) > max_line_bytes:
+        detail = f"import line is {len(text)} bytes, over {max_line_bytes}"
+        dead.extend(
+            DeadLetter(e.message_id, STAGE_MAP, REQUEST_TOO_LARGE, detail, e.event)
+            for e in visit.events
+        )
+        return None
+    return text
 
 
 def pack_bodies(
     lines: Iterable[ImportLine], max_body_bytes: int = DEFAULT_IMPORT_BATCH_BYTES
 ) -> list[ImportBody]:
     """`pack_devices` of the lines."""
-    return pack_devices(device_lines(lines), max_body_bytes)
+    return pack_devices(_by_device(lines), max_body_bytes)
 
 
 def pack_devices(
