@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from bench.bench_mapping import SETTINGS, Timing, _map_all, _row
+from bench.bench_mapping import SETTINGS, Timing, _map_all, _row, timed_pass
 from bench.events import DEFAULT_SEED, generate_events
 from transforms.identity import resolve_device
 from transforms.mapping import PreparedEvent, build_request, prepare_event, request_of
@@ -100,11 +100,7 @@ def interleaved(rounds: int, runs: list[tuple[Callable[[Any], object], Any]]) ->
     timings = [Timing([], []) for _ in runs]
     for _ in range(rounds):
         for (function, items), timing in zip(runs, timings, strict=True):
-            gc.collect()
-            cpu_started, started = time.process_time(), time.perf_counter()
-            function(items)
-            timing.elapsed.append(time.perf_counter() - started)
-            timing.cpu.append(time.process_time() - cpu_started)
+            timed_pass(function, items, timing)
     return timings
 
 
