@@ -148,12 +148,16 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     elif woopra.dead_letters:
         records = pipeline | "ReadEvents" >> ReadDeadLetters(woopra.dead_letters, woopra.reason)
     elif woopra.warehouse_table:
+        to_events = RowsToEvents(woopra.warehouse_table, woopra.input)
         rows = pipeline | "ReadEvents" >> ReadEventFiles(
-            woopra.input, woopra.input_format, with_filename=True
+            woopra.input,
+            woopra.input_format,
+            with_filename=True,
+            avro_columns=to_events.columns_used(),
         )
         # Rows become events in the same fused step that reads them (parsed as ParseEvents
         # would): rows of Avro and Parquet are costly to encode between steps, events less so.
-        parsed = rows | "RowsToEvents" >> RowsToEvents(woopra.warehouse_table, woopra.input)
+        parsed = rows | "RowsToEvents" >> to_events
     else:
         records = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
     if not woopra.warehouse_table:

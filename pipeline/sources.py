@@ -7,7 +7,7 @@ import datetime
 import decimal
 import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -23,6 +23,7 @@ from pipeline.file_records import (
     is_compressed,
     open_event_file,
     read_avro_records,
+    read_avro_rows,
     read_json_lines,
     read_parquet_records,
 )
@@ -124,16 +125,22 @@ class ReadEventFiles(beam.PTransform):
     read to its end gives what it could, then its `unreadable_file` dead letter among the
     records (see pipeline/file_records.py). With `with_filename`, each record comes as
     (file path, record), and Avro and Parquet records stay dicts of their values (warehouse
-    rows, SPEC §12); a damaged file's dead letter still comes alone.
+    rows, SPEC §12); a damaged file's dead letter still comes alone. `avro_columns(path,
+    names)`, with `with_filename`, names the columns of an Avro file to keep (None: all).
     """
 
     def __init__(
-        self, file_pattern: str, input_format: str = "auto", with_filename: bool = False
+        self,
+        file_pattern: str,
+        input_format: str = "auto",
+        with_filename: bool = False,
+        avro_columns: Callable[[str, list[str]], Collection[str] | None] | None = None,
     ) -> None:
         super().__init__()
         self.file_pattern = file_pattern
         self.input_format = input_format
         self.with_filename = with_filename
+        self.avro_columns = avro_columns
 
     def expand(self, pipeline):
         input_format = self.input_format
@@ -169,8 +176,11 @@ class ReadEventFiles(beam.PTransform):
         without a Flatten, which would make the runner encode each row between steps
         (costly for Avro and Parquet values)."""
         formats = formats_matching(self.file_pattern, self.input_format)
+        readers = dict(_FILE_READERS)
+        if self.avro_columns is not None:
+            readers[AVRO] = functools.partial(read_avro_rows, columns=self.avro_columns)
         if len(formats) == 1 and formats[0] != JSONL:
-            return _read_with_path(paths, formats[0])
+            return _read_with_path(paths, formats[0], readers)
         input_format = self.input_format
         by_format = paths | "ByFormat" >> beam.Partition(
             lambda file_path, _: _reader_index(file_path, input_format), len(FORMATS) + 1
@@ -183,8 +193,11 @@ class ReadEventFiles(beam.PTransform):
             plain_jsonl.paths
             | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder(), with_filename=True),
             plain_jsonl[UNREADABLE_TAG],
-            _read_with_path(compressed_jsonl, JSONL),
-            *(_read_with_path(by_format[FORMATS.index(f)], f) for f in (JSON, AVRO, PARQUET)),
+            _read_with_path(compressed_jsonl, JSONL, readers),
+            *(
+                _read_with_path(by_format[FORMATS.index(f)], f, readers)
+                for f in (JSON, AVRO, PARQUET)
+            ),
         ) | "AllRecords" >> beam.Flatten()
 
 
@@ -208,8 +221,8 @@ def _records_with_path(read: Callable[[str], Iterator[Any]], file_path: str) -> 
         yield file_path, record
 
 
-def _read_with_path(paths, file_format: str):
-    read = functools.partial(_records_with_path, _FILE_READERS[file_format])
+def _read_with_path(paths, file_format: str, readers: dict[str, Callable[[str], Iterator[Any]]]):
+    read = functools.partial(_records_with_path, readers[file_format])
     return paths | _READ_LABELS[file_format] >> beam.ParDo(ReadRecordsFn(read))
 
 

@@ -15,7 +15,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -332,16 +332,16 @@ def convert_row(row: Mapping[str, Any], table: str | None) -> dict[str, Any] | b
     return event
 
 
-class _RowsToEventsFn(beam.DoFn):
+class RowTables:
+    """The table of a file's rows: `table` unless it is `auto`; else by the file's path below
+    `fixed_prefix`, else a per-event track table when the row has `event_text` (SPEC §12)."""
+
     def __init__(self, table: str, fixed_prefix: str) -> None:
         self.table = table
         self.fixed_prefix = fixed_prefix
-        self.input_events = Metrics.counter(METRICS_NAMESPACE, "input")
-
-    def setup(self) -> None:
         self._tables_by_path: dict[str, str | None] = {}
 
-    def _table_of(self, file_path: str, row: Mapping[str, Any]) -> str | None:
+    def table_of(self, file_path: str, row: Mapping[str, Any]) -> str | None:
         if self.table != AUTO:
             return self.table.lower()
         table = self._tables_by_path.get(file_path, "")
@@ -350,6 +350,32 @@ class _RowsToEventsFn(beam.DoFn):
         if table is None and has_column(row, EVENT_TEXT):
             return PER_EVENT_TABLE
         return table
+
+    def columns_used(self, file_path: str, columns: list[str]) -> frozenset[str] | None:
+        """The columns of a file (whose rows all have `columns`) that its rows' events are
+        made from; None when every column counts (rows that become dead letters show all)."""
+        table = self.table_of(file_path, dict.fromkeys(columns))
+        if table is None or table in UNSUPPORTED_TABLES:
+            return None
+        routes = _routes_of(table)
+        used = []
+        for column in columns:
+            route = routes.get(column)
+            if route is None:
+                route = routes[column] = route_of(column, table)
+            if route[0] != IGNORED:
+                used.append(column)
+        return frozenset(used)
+
+
+class _RowsToEventsFn(beam.DoFn):
+    def __init__(self, table: str, fixed_prefix: str) -> None:
+        self.table = table
+        self.fixed_prefix = fixed_prefix
+        self.input_events = Metrics.counter(METRICS_NAMESPACE, "input")
+
+    def setup(self) -> None:
+        self._table_of = RowTables(self.table, self.fixed_prefix).table_of
 
     def process(self, element: tuple[str, Any] | DeadLetter):
         if isinstance(element, DeadLetter):  # a damaged file's, among its rows: one input
@@ -392,6 +418,11 @@ class RowsToEvents(beam.PTransform):
         super().__init__()
         self.table = table
         self.fixed_prefix = glob_fixed_prefix(input_glob)
+
+    def columns_used(self) -> Callable[[str, list[str]], frozenset[str] | None]:
+        """The columns of each file that this transform reads (`RowTables.columns_used`), for
+        the reader to keep: it may leave out the others."""
+        return RowTables(self.table, self.fixed_prefix).columns_used
 
     def expand(self, rows):
         return rows | "ToEvents" >> beam.ParDo(
