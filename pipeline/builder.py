@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 from pipeline.options import WoopraOptions, apply_defaults, is_streaming, validate
 from pipeline.plan import MakePlan
 from pipeline.replay import ReadDeadLetters
-from pipeline.sources import ReadEventFiles, ReadPubSubMessages
+from pipeline.sources import RECORDS, ReadEventFiles, ReadPubSubMessages
 from transforms.file_sink import WriteDeadLetters, WriteRequests
 from transforms.filtering import FilterEvents, FilterSettings
 from transforms.identity import ResolveIdentity, StreamingSettings
@@ -141,6 +141,7 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
     streaming = is_streaming(options)
     pipeline = beam.Pipeline(options=options)
 
+    unreadable_files = []
     if streaming:
         records = pipeline | "ReadEvents" >> ReadPubSubMessages(
             woopra.input_subscription, woopra.input_topic
@@ -149,18 +150,21 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         records = pipeline | "ReadEvents" >> ReadDeadLetters(woopra.dead_letters, woopra.reason)
     elif woopra.warehouse_table:
         to_events = RowsToEvents(woopra.warehouse_table, woopra.input)
-        rows = pipeline | "ReadEvents" >> ReadEventFiles(
+        files = pipeline | "ReadEvents" >> ReadEventFiles(
             woopra.input,
             woopra.input_format,
             with_filename=True,
             avro_columns=to_events.columns_used(),
         )
+        records, unreadable_files = files[RECORDS], [files[DEAD_LETTER_TAG]]
+    else:
+        files = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
+        records, unreadable_files = files[RECORDS], [files[DEAD_LETTER_TAG]]
+    if woopra.warehouse_table:
         # Rows become events in the same fused step that reads them (parsed as ParseEvents
         # would): rows of Avro and Parquet are costly to encode between steps, events less so.
-        parsed = rows | "RowsToEvents" >> to_events
+        parsed = records | "RowsToEvents" >> to_events
     else:
-        records = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
-    if not woopra.warehouse_table:
         parsed = records | "ParseEvents" >> ParseEvents()
     events = parsed.events | "FilterEvents" >> FilterEvents(filter_settings(woopra))
     importing = woopra.mode == "import"
@@ -175,7 +179,7 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         ledger_keys=ledger_keys,
     )
     devices = validated.prepared | "ResolveIdentity" >> resolve
-    dead_letters = [parsed[DEAD_LETTER_TAG], validated[DEAD_LETTER_TAG]]
+    dead_letters = [*unreadable_files, parsed[DEAD_LETTER_TAG], validated[DEAD_LETTER_TAG]]
     if importing:
         dead_letters += add_import(devices, options, resolve)
         return _write_dead_letters(pipeline, dead_letters, woopra, streaming)

@@ -26,6 +26,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.avro_rows import flat_record_decoder
 from transforms.parse import UTF8_BOM
+from transforms.progress import ProgressCounter
 from transforms.records import METRICS_NAMESPACE, STAGE_READ, UNREADABLE_FILE, DeadLetter
 
 # The report's list of damaged files is this string-set metric.
@@ -175,10 +176,11 @@ class ReadRecordsFn(beam.DoFn):
 
 class CheckOpensFn(beam.DoFn):
     """Passes on the files that open and give their first byte; the dead letters of the others
-    leave under UNREADABLE_TAG."""
+    leave under UNREADABLE_TAG, each counted as one input (nothing after counts them)."""
 
     def __init__(self) -> None:
         self._damaged_files = Metrics.string_set(METRICS_NAMESPACE, DAMAGED_FILES_METRIC)
+        self._input = ProgressCounter("input")
 
     def process(self, file_path: str) -> Iterator[Any]:
         try:
@@ -188,6 +190,7 @@ class CheckOpensFn(beam.DoFn):
                 handle.read(1)
         except Exception as error:
             self._damaged_files.add(file_path)
+            self._input.inc()
             yield beam.pvalue.TaggedOutput(UNREADABLE_TAG, unreadable_file(file_path, error, 0))
         else:
             yield file_path

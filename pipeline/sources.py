@@ -7,6 +7,8 @@ import datetime
 import decimal
 import functools
 import json
+import os
+import re
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
@@ -27,7 +29,7 @@ from pipeline.file_records import (
     read_json_lines,
     read_parquet_records,
 )
-from transforms.records import DeadLetter
+from transforms.records import DEAD_LETTER_TAG, DeadLetter
 
 JSONL, JSON, AVRO, PARQUET = "jsonl", "json", "avro", "parquet"
 FORMATS = (JSONL, JSON, AVRO, PARQUET)
@@ -38,6 +40,7 @@ _EXTENSIONS = {
     ".avro": AVRO,
     ".parquet": PARQUET,
 }
+_GLOB_CHARACTERS = re.compile(r"[*?\[\]]")
 
 
 def format_of(file_path: str, input_format: str = "auto") -> str:
@@ -117,16 +120,27 @@ def avro_record_to_json(record: dict[str, Any] | DeadLetter) -> bytes | DeadLett
     return json.dumps(record, default=_json_default, separators=(",", ":")).encode("utf-8")
 
 
+# The key of ReadEventFiles' main output, beside DEAD_LETTER_TAG.
+RECORDS = "records"
+# How each file is read: plain JSON lines by Beam's splittable reader, the rest whole.
+_PLAIN_JSONL = len(FORMATS)  # a reader index past the formats' own (see _reader_index)
+
+
 class ReadEventFiles(beam.PTransform):
     """Every record of the files matching a glob, as bytes, whatever their format.
 
     Plain JSON lines go through ReadAllFromText, so large files are split across workers;
-    compressed, JSON and Avro files are read whole by one worker each. A file that cannot be
-    read to its end gives what it could, then its `unreadable_file` dead letter among the
-    records (see pipeline/file_records.py). With `with_filename`, each record comes as
-    (file path, record), and Avro and Parquet records stay dicts of their values (warehouse
-    rows, SPEC §12); a damaged file's dead letter still comes alone. `avro_columns(path,
-    names)`, with `with_filename`, names the columns of an Avro file to keep (None: all).
+    compressed, JSON and Avro files are read whole by one worker each. With `with_filename`,
+    each record comes as (file path, record), and Avro and Parquet records stay dicts of
+    their values (warehouse rows, SPEC §12); `avro_columns(path, names)` then names the columns
+    of an Avro file to keep (None: all).
+
+    Returns {RECORDS: the records, DEAD_LETTER_TAG: the `unreadable_file` dead letters of
+    files that do not open, each counted as one input}. A file that breaks off later gives
+    what it could, then its dead letter among the records (see pipeline/file_records.py).
+    When the files are all read one way, as they usually are, the records are that reader's
+    output as it is: a Flatten of several readers makes the local runner write every record
+    out and read it back.
     """
 
     def __init__(
@@ -144,61 +158,39 @@ class ReadEventFiles(beam.PTransform):
 
     def expand(self, pipeline):
         input_format = self.input_format
-        paths = (
+        checked = (
             pipeline
             | "MatchFiles" >> fileio.MatchFiles(self.file_pattern)
             | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
+            | "CheckOpens" >> beam.ParDo(CheckOpensFn()).with_outputs(UNREADABLE_TAG, main="paths")
         )
-        if self.with_filename:
-            return self._rows(paths)
-        jsonl, json_files, avro, parquet, compressed_jsonl = paths | "ByFormat" >> beam.Partition(
-            lambda file_path, _: _reader_index(file_path, input_format), len(FORMATS) + 1
-        )
-        plain_jsonl = jsonl | "CheckOpens" >> beam.ParDo(CheckOpensFn()).with_outputs(
-            UNREADABLE_TAG, main="paths"
-        )
-        return (
-            plain_jsonl.paths | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder()),
-            plain_jsonl[UNREADABLE_TAG],
-            compressed_jsonl
-            | "ReadCompressedJsonLines" >> beam.ParDo(ReadRecordsFn(read_json_lines)),
-            json_files | "ReadJsonFiles" >> beam.ParDo(ReadRecordsFn(read_json_file)),
-            avro
-            | "ReadAvro" >> beam.ParDo(ReadRecordsFn(read_avro_records))
-            | "AvroToJson" >> beam.Map(avro_record_to_json),
-            parquet
-            | "ReadParquet" >> beam.ParDo(ReadRecordsFn(read_parquet_records))
-            | "ParquetToJson" >> beam.Map(avro_record_to_json),
-        ) | "AllRecords" >> beam.Flatten()
+        readers = readers_matching(self.file_pattern, input_format)
+        if len(readers) == 1:
+            outputs = [self._read(checked.paths, readers[0])]
+        else:
+            by_reader = checked.paths | "ByFormat" >> beam.Partition(
+                lambda file_path, _: _reader_index(file_path, input_format), len(FORMATS) + 1
+            )
+            outputs = [self._read(by_reader[reader], reader) for reader in readers]
+        records = outputs[0] if len(outputs) == 1 else outputs | "AllRecords" >> beam.Flatten()
+        return {RECORDS: records, DEAD_LETTER_TAG: checked[UNREADABLE_TAG]}
 
-    def _rows(self, paths):
-        """(path, record) of every file; a single format of whole-file readers is read
-        without a Flatten, which would make the runner encode each row between steps
-        (costly for Avro and Parquet values)."""
-        formats = formats_matching(self.file_pattern, self.input_format)
-        readers = dict(_FILE_READERS)
-        if self.avro_columns is not None:
-            readers[AVRO] = functools.partial(read_avro_rows, columns=self.avro_columns)
-        if len(formats) == 1 and formats[0] != JSONL:
-            return _read_with_path(paths, formats[0], readers)
-        input_format = self.input_format
-        by_format = paths | "ByFormat" >> beam.Partition(
-            lambda file_path, _: _reader_index(file_path, input_format), len(FORMATS) + 1
-        )
-        jsonl, compressed_jsonl = by_format[FORMATS.index(JSONL)], by_format[len(FORMATS)]
-        plain_jsonl = jsonl | "CheckOpens" >> beam.ParDo(CheckOpensFn()).with_outputs(
-            UNREADABLE_TAG, main="paths"
-        )
-        return (
-            plain_jsonl.paths
-            | "ReadJsonLines" >> ReadAllFromText(coder=coders.BytesCoder(), with_filename=True),
-            plain_jsonl[UNREADABLE_TAG],
-            _read_with_path(compressed_jsonl, JSONL, readers),
-            *(
-                _read_with_path(by_format[FORMATS.index(f)], f, readers)
-                for f in (JSON, AVRO, PARQUET)
-            ),
-        ) | "AllRecords" >> beam.Flatten()
+    def _read(self, paths, reader: int):
+        """The records of the files of one reader (see _reader_index)."""
+        if reader == _PLAIN_JSONL:
+            return paths | "ReadJsonLines" >> ReadAllFromText(
+                coder=coders.BytesCoder(), with_filename=self.with_filename
+            )
+        file_format = FORMATS[reader]
+        label, read = _READ_LABELS[file_format], _FILE_READERS[file_format]
+        if file_format == AVRO and self.with_filename and self.avro_columns is not None:
+            read = functools.partial(read_avro_rows, columns=self.avro_columns)
+        if self.with_filename:
+            read = functools.partial(_records_with_path, read)
+        records = paths | label >> beam.ParDo(ReadRecordsFn(read))
+        if file_format in (AVRO, PARQUET) and not self.with_filename:
+            return records | _TO_JSON_LABELS[file_format] >> beam.Map(avro_record_to_json)
+        return records
 
 
 # The whole-file reader of each format.
@@ -214,6 +206,7 @@ _READ_LABELS = {
     AVRO: "ReadAvro",
     PARQUET: "ReadParquet",
 }
+_TO_JSON_LABELS = {AVRO: "AvroToJson", PARQUET: "ParquetToJson"}
 
 
 def _records_with_path(read: Callable[[str], Iterator[Any]], file_path: str) -> Iterator[Any]:
@@ -221,25 +214,42 @@ def _records_with_path(read: Callable[[str], Iterator[Any]], file_path: str) -> 
         yield file_path, record
 
 
-def _read_with_path(paths, file_format: str, readers: dict[str, Callable[[str], Iterator[Any]]]):
-    read = functools.partial(_records_with_path, readers[file_format])
-    return paths | _READ_LABELS[file_format] >> beam.ParDo(ReadRecordsFn(read))
+def readers_matching(file_pattern: str, input_format: str = "auto") -> list[int]:
+    """The readers (see _reader_index) that the glob's files need.
+
+    Told by the glob itself where its last part names them (`exports/*.jsonl`, or one
+    file's path), else by the files a local glob matches now. A remote glob is not listed
+    while the graph is built (Dataflow's Flatten of all the readers costs nothing), nor is
+    a glob that matches nothing yet.
+    """
+    tail = _GLOB_CHARACTERS.split(file_pattern)[-1]
+    if tail == file_pattern or _names_one_reader(tail, input_format):
+        return [_reader_index(tail, input_format)]
+    if FileSystems.get_scheme(file_pattern) is None:
+        matched = FileSystems.match([file_pattern])[0].metadata_list
+        found = {_reader_index(meta.path, input_format) for meta in matched}
+        if found:
+            return sorted(found)
+    return list(range(len(FORMATS) + 1))
 
 
-def formats_matching(file_pattern: str, input_format: str = "auto") -> list[str]:
-    """The formats of the files the glob matches now (all of them when it matches none)."""
-    if input_format != "auto":
-        return [input_format]
-    matched = FileSystems.match([file_pattern])[0].metadata_list
-    found = {format_of(meta.path) for meta in matched}
-    return [file_format for file_format in FORMATS if file_format in found] or list(FORMATS)
+def _names_one_reader(tail: str, input_format: str) -> bool:
+    """Whether every path ending with `tail` has the same reader: the format and whether it
+    is compressed are both in its extensions."""
+    name = tail.lower()
+    if is_compressed(name):
+        if input_format != "auto":
+            return True
+        name = os.path.splitext(name)[0]
+    return name.endswith(tuple(_EXTENSIONS))
 
 
 def _reader_index(file_path: str, input_format: str) -> int:
-    """The reader of a file: by format, and compressed JSON lines apart (read whole)."""
+    """The reader of a file: compressed JSON lines are read whole like the other formats (at
+    their format's index), plain JSON lines by Beam's splittable reader (_PLAIN_JSONL)."""
     file_format = format_of(file_path, input_format)
-    if file_format == JSONL and is_compressed(file_path):
-        return len(FORMATS)
+    if file_format == JSONL and not is_compressed(file_path):
+        return _PLAIN_JSONL
     return FORMATS.index(file_format)
 
 

@@ -13,8 +13,9 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.options import LOCAL_BATCH_RUNNER
-from pipeline.sources import ReadEventFiles, format_of
+from pipeline.sources import RECORDS, ReadEventFiles, format_of, readers_matching
 from tests.helpers import run_file_sink
+from transforms.records import DEAD_LETTER_TAG
 
 EVENTS = [
     {"type": "track", "event": "a", "anonymousId": "x", "messageId": "1"},
@@ -24,7 +25,7 @@ EVENTS = [
 
 def _assert_reads_both_events(pattern: str) -> None:
     with beam.Pipeline(runner=LOCAL_BATCH_RUNNER) as pipeline:
-        records = pipeline | ReadEventFiles(pattern)
+        records = (pipeline | ReadEventFiles(pattern))[RECORDS]
         events = records | beam.Map(lambda record: json.loads(record)["messageId"])
         assert_that(events, equal_to(["1", "2"]))
 
@@ -72,7 +73,7 @@ def test_every_text_format_yields_each_event_once(tmp_path, name, content):
 def test_json_file_holding_one_object_is_one_event(tmp_path):
     (tmp_path / "one.json").write_text(json.dumps(EVENTS[0], indent=2))
     with beam.Pipeline(runner=LOCAL_BATCH_RUNNER) as pipeline:
-        records = pipeline | ReadEventFiles(str(tmp_path / "one.json"))
+        records = (pipeline | ReadEventFiles(str(tmp_path / "one.json")))[RECORDS]
         assert_that(records | beam.Map(lambda r: json.loads(r)["messageId"]), equal_to(["1"]))
 
 
@@ -138,3 +139,65 @@ def test_parquet_records_are_read_as_events(tmp_path):
     columns["anonymousId"] = ["x", "x"]
     pq.write_table(pa.table(columns), tmp_path / "events.parquet")
     _assert_reads_both_events(str(tmp_path / "events.parquet"))
+
+
+# The readers (pipeline.sources._reader_index): each format's index, plain JSON lines last.
+COMPRESSED_JSONL, JSON_FILES, AVRO_FILES, PARQUET_FILES, PLAIN_JSONL = range(5)
+ALL_READERS = list(range(5))
+
+
+@pytest.mark.parametrize(
+    ("pattern", "input_format", "readers"),
+    [
+        ("gs://bucket/exports/*.jsonl", "auto", [PLAIN_JSONL]),
+        ("gs://bucket/exports/*.ndjson.gz", "auto", [COMPRESSED_JSONL]),
+        ("gs://bucket/exports/tracks-*.avro", "auto", [AVRO_FILES]),
+        ("gs://bucket/exports/part-[0-9]*.snappy.parquet", "auto", [PARQUET_FILES]),
+        ("gs://bucket/exports/*.gz", "jsonl", [COMPRESSED_JSONL]),
+        ("gs://bucket/exports/events.txt", "auto", [PLAIN_JSONL]),  # one file: its own reader
+        ("gs://bucket/exports/*", "auto", ALL_READERS),  # remote: not listed
+        ("gs://bucket/exports/*.gz", "auto", ALL_READERS),  # which format is gzipped?
+        ("gs://bucket/exports/*.jsonl*", "auto", ALL_READERS),
+    ],
+)
+def test_the_glob_names_the_readers_it_needs(pattern, input_format, readers):
+    assert readers_matching(pattern, input_format) == readers
+
+
+def test_a_local_glob_that_names_no_format_is_listed(tmp_path):
+    assert readers_matching(str(tmp_path / "*")) == ALL_READERS  # nothing there yet
+    (tmp_path / "a.jsonl").write_bytes(_jsonl())
+    (tmp_path / "b.log").write_bytes(_jsonl())  # JSON lines by default
+    assert readers_matching(str(tmp_path / "*")) == [PLAIN_JSONL]
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress(_jsonl()))
+    assert readers_matching(str(tmp_path / "*")) == [COMPRESSED_JSONL, PLAIN_JSONL]
+
+
+def _read_steps(pattern: str) -> set[str]:
+    with beam.Pipeline(runner=LOCAL_BATCH_RUNNER) as pipeline:
+        _ = pipeline | "ReadEvents" >> ReadEventFiles(pattern)
+        return {t.unique_name for t in pipeline.to_runner_api().components.transforms.values()}
+
+
+def test_files_read_one_way_are_not_flattened(tmp_path):
+    # A Flatten makes the local runner write every record out and read it back.
+    (tmp_path / "a.jsonl").write_bytes(_jsonl())
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(_jsonl()))
+    assert "ReadEvents/AllRecords" not in _read_steps(str(tmp_path / "*.jsonl"))
+    assert "ReadEvents/AllRecords" not in _read_steps(str(tmp_path / "*.gz"))
+    assert "ReadEvents/AllRecords" in _read_steps(str(tmp_path / "*"))
+
+
+def test_unreadable_plain_file_is_a_dead_letter_beside_the_records(tmp_path):
+    (tmp_path / "a.jsonl").write_bytes(_jsonl())
+    (tmp_path / "b.jsonl").symlink_to("/proc/self/mem")  # matched, and every read fails
+    with beam.Pipeline(runner=LOCAL_BATCH_RUNNER) as pipeline:
+        read = pipeline | ReadEventFiles(str(tmp_path / "*.jsonl"))
+        ids = read[RECORDS] | beam.Map(lambda record: json.loads(record)["messageId"])
+        assert_that(ids, equal_to(["1", "2"]), label="records")
+        letters = read[DEAD_LETTER_TAG] | beam.Map(
+            lambda letter: (letter.reason, letter.detail.split(":")[0])
+        )
+        assert_that(
+            letters, equal_to([("unreadable_file", str(tmp_path / "b.jsonl"))]), label="letters"
+        )

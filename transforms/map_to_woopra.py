@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from transforms.mapping import MappingSettings, PreparedEvent, build_request, prepare_event
-from transforms.records import DEAD_LETTER_TAG, METRICS_NAMESPACE, DeadLetter
+from transforms.records import DEAD_LETTER_TAG, DeadLetter
 from transforms.visits import needs_action_time
 
 
@@ -16,7 +15,6 @@ class _ValidateFn(beam.DoFn):
     def __init__(self, settings: MappingSettings, require_action_time: bool = False) -> None:
         self.settings = settings
         self.require_action_time = require_action_time
-        self.valid = Metrics.counter(METRICS_NAMESPACE, "valid")
 
     def process(self, event: dict[str, Any]):
         prepared = prepare_event(event, self.settings)
@@ -25,7 +23,6 @@ class _ValidateFn(beam.DoFn):
         if isinstance(prepared, DeadLetter):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, prepared)
         else:
-            self.valid.inc()
             yield prepared
 
 

@@ -90,7 +90,7 @@ def wire_value(value: Any) -> str:
     return str(value)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class WoopraRequest:
     """One HTTP call to Woopra's tracking API, with JSON-typed parameters.
 
@@ -103,6 +103,25 @@ class WoopraRequest:
     method: str = "GET"
     # The original event, carried so that a failed send can dead-letter it (SPEC §9).
     event: Any = field(default=None, compare=False, repr=False)
+
+    # Written out: the one dataclasses would write is interpreted, this one compiled.
+    def __init__(
+        self,
+        message_id: str | None,
+        endpoint: str,
+        params: dict[str, Any],
+        method: str = "GET",
+        event: Any = None,
+    ) -> None:
+        self.message_id = message_id
+        self.endpoint = endpoint
+        self.params = params
+        self.method = method
+        self.event = event
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle's default makes an empty object first, which a compiled __init__ refuses.
+        return WoopraRequest, (self.message_id, self.endpoint, self.params, self.method, self.event)
 
     def wire_params(self) -> dict[str, str]:
         return {key: wire_value(value) for key, value in self.params.items()}
