@@ -86,12 +86,17 @@ def best_of(rounds: int, function: Callable[[Iterable[Any]], object], items: lis
     function(items)
     timing = Timing([], [])
     for _ in range(rounds):
-        gc.collect()
-        cpu_started, started = time.process_time(), time.perf_counter()
-        function(items)
-        timing.elapsed.append(time.perf_counter() - started)
-        timing.cpu.append(time.process_time() - cpu_started)
+        timed_pass(function, items, timing)
     return timing
+
+
+def timed_pass(function: Callable[[Iterable[Any]], object], items: Any, timing: Timing) -> None:
+    """One pass of function(items), after a collection, added to timing."""
+    gc.collect()
+    cpu_started, started = time.process_time(), time.perf_counter()
+    function(items)
+    timing.elapsed.append(time.perf_counter() - started)
+    timing.cpu.append(time.process_time() - cpu_started)
 
 
 def _map_all(events: list[dict[str, Any]]) -> None:

@@ -1,6 +1,6 @@
 """BuildVisits, PackBodies and WriteImportBodies: import mode's Beam stages (SPEC §14).
 
-    (device, [PreparedEvent]) -> BuildVisits -> ImportLine -> PackBodies -> (project, [ImportBody])
+    (device, [PreparedEvent]) -> BuildVisits -> DeviceLines -> PackBodies -> (project, [ImportBody])
                                                                -> WriteImportBodies (dry run)
 
 PackBodies' GroupByKey by project is the one shuffle import adds: it puts a project's lines in
@@ -27,8 +27,8 @@ from transforms.visits import (
     DEFAULT_IMPORT_BATCH_BYTES,
     DEFAULT_VISIT_GAP_MINUTES,
     ImportBody,
-    build_visits,
-    pack_bodies,
+    build_device_visits,
+    pack_devices,
 )
 
 IMPORT_PREFIX = "import"
@@ -51,7 +51,7 @@ class _BuildVisitsFn(beam.DoFn):
 
     def process(self, element: tuple[str, list[PreparedEvent]]):
         device, events = element
-        lines, dead = build_visits(
+        devices, dead = build_device_visits(
             device,
             events,
             self.mapping,
@@ -60,12 +60,13 @@ class _BuildVisitsFn(beam.DoFn):
         )
         for letter in dead:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, letter)
-        for line in lines:
-            yield line.project, line
+        for lines in devices:
+            yield lines.project, lines
 
 
 class BuildVisits(beam.PTransform):
-    """(device, [PreparedEvent]) to (project, ImportLine): one line per visit or visitor update.
+    """(device, [PreparedEvent]) to (project, DeviceLines): one line per visit or visitor
+    update, each device's lines of a project in one element.
 
     Lines over the batch size leave as `request_too_large` dead letters under DEAD_LETTER_TAG.
     """
@@ -82,7 +83,7 @@ class BuildVisits(beam.PTransform):
 
 
 class PackBodies(beam.PTransform):
-    """(project, ImportLine) to (project, [ImportBody]) in body order, packed greedily."""
+    """(project, DeviceLines) to (project, [ImportBody]) in body order, packed greedily."""
 
     def __init__(self, settings: VisitSettings) -> None:
         super().__init__()
@@ -94,19 +95,18 @@ class PackBodies(beam.PTransform):
             lines
             | "GroupByProject" >> beam.GroupByKey()
             | "Pack"
-            >> beam.MapTuple(lambda project, grouped: (project, pack_bodies(grouped, batch_bytes)))
+            >> beam.MapTuple(lambda project, grouped: (project, pack_devices(grouped, batch_bytes)))
         )
 
 
 def body_stats(element: tuple[str, list[ImportBody]]) -> dict[str, Any]:
     """What the plan counts of one project's bodies (SPEC §14)."""
     project, bodies = element
-    lines = [line for body in bodies for line in body.lines]
     return {
-        "events": sum(len(line.events) for line in lines),
-        "visitors": len({line.device for line in lines}),
-        "visits": sum(1 for line in lines if line.actions),
-        "lines": len(lines),
+        "events": sum(body.event_count for body in bodies),
+        "visitors": len({device for body in bodies for device in body.devices}),
+        "visits": sum(body.visit_count for body in bodies),
+        "lines": sum(body.line_count for body in bodies),
         "bodies": len(bodies),
         "bytes": sum(body.size for body in bodies),
         "bodies_per_project": {project: len(bodies)},
@@ -133,7 +133,7 @@ class _WriteBodiesFn(beam.DoFn):
         _, bodies = element
         for body in bodies:
             write_immutable(body_file_name(self.output_dir, body), body.text)
-            self.sent.inc(len(body.events))
+            self.sent.inc(body.event_count)
             yield body_file_name(self.output_dir, body)
 
 

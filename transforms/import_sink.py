@@ -220,7 +220,7 @@ class _SendBodiesFn(beam.DoFn):
                     return
                 if body_digest(body) in log.accepted_bodies:
                     # Accepted by an earlier attempt of this bundle: only counted again.
-                    self._sent.inc(len(body.events))
+                    self._sent.inc(body.event_count)
                     continue
                 try:
                     outcome = client.send(
@@ -245,10 +245,10 @@ class _SendBodiesFn(beam.DoFn):
             keys = [(device, ledger_key(mid, event)) for device, mid, event in body.events]
             self._record_attempts(throttle, body.project, keys, body_digest(body))
             self._accepted_bodies.inc()
-            self._sent.inc(len(body.events))
+            self._sent.inc(body.event_count)
             return
         self._record_attempts(throttle, body.project)
-        if outcome.status == 413 and len(body.lines) > 1:
+        if outcome.status == 413 and body.line_count > 1:
             pending[:0] = body.halves()
             return
         letter = outcome.dead_letter
@@ -258,7 +258,7 @@ class _SendBodiesFn(beam.DoFn):
         else:
             reason, detail = letter.reason, letter.detail
         if reason in (HTTP_4XX, REQUEST_TOO_LARGE):
-            _LOGGER.warning("import body of %d events refused: %s", len(body.events), detail)
+            _LOGGER.warning("import body of %d events refused: %s", body.event_count, detail)
         for dead in body_dead_letters(body, reason, detail, outcome.status, outcome.attempts):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, dead)
 
@@ -279,7 +279,7 @@ class _SendBodiesFn(beam.DoFn):
         self._ledger.commit(keys or (), requests)
 
     def _defer(self, bodies: list[ImportBody]) -> None:
-        self._deferred.inc(sum(len(body.events) for body in bodies))
+        self._deferred.inc(sum(body.event_count for body in bodies))
 
     def _stopped(self) -> bool:
         run_id = self.settings.run_id

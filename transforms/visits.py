@@ -44,37 +44,163 @@ class ImportLine:
 
 
 @dataclass
+class DeviceLines:
+    """One device's lines of one project in body order: what BuildVisits hands PackBodies.
+
+    Held column by column in tuples, so that a project's worth of lines costs the garbage
+    collector's passes two objects per device (this one and its events), not several per line,
+    and its packing sorts devices, not lines. Line i holds events[ends[i - 1]:ends[i]].
+    """
+
+    project: str
+    device: str
+    orders: tuple[tuple[bool, int, str], ...]
+    texts: tuple[bytes, ...]
+    actions: tuple[int, ...]
+    ends: tuple[int, ...]
+    events: tuple[PreparedEvent, ...]
+
+    def line(self, index: int) -> ImportLine:
+        start = self.ends[index - 1] if index else 0
+        events = list(self.events[start : self.ends[index]])
+        order, text, actions = self.orders[index], self.texts[index], self.actions[index]
+        return ImportLine(self.project, self.device, order, text, actions, events)
+
+
+def _by_device(lines: Iterable[ImportLine]) -> list[DeviceLines]:
+    """Lines grouped by project and device, each group in body order."""
+    groups: dict[tuple[str, str], list[ImportLine]] = {}
+    for line in lines:
+        key = (line.project, line.device)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [line]
+        else:
+            group.append(line)
+    return [_device_lines(group) for group in groups.values()]
+
+
+def _device_lines(lines: list[ImportLine]) -> DeviceLines:
+    """One device's lines of one project, sorted into body order."""
+    lines = sorted(lines, key=_line_order)
+    ends: list[int] = []
+    events: list[PreparedEvent] = []
+    for line in lines:
+        events.extend(line.events)
+        ends.append(len(events))
+    first = lines[0]
+    return DeviceLines(
+        first.project,
+        first.device,
+        tuple([line.order for line in lines]),
+        tuple([line.text for line in lines]),
+        tuple([line.actions for line in lines]),
+        tuple(ends),
+        tuple(events),
+    )
+
+
+def _resorted(device: DeviceLines) -> DeviceLines:
+    return _device_lines([device.line(index) for index in range(len(device.texts))])
+
+
+def _lines_in_body_order(orders: list[tuple[bool, int, str]], texts: list[bytes]) -> bool:
+    """Whether one device's lines of one project are in body order already (as visits of
+    events in send order are)."""
+    for index in range(1, len(orders)):
+        before, after = orders[index - 1], orders[index]
+        if before > after or (before == after and texts[index - 1] > texts[index]):
+            return False
+    return True
+
+
+def _line_order(line: ImportLine) -> tuple[tuple[bool, int, str], bytes]:
+    return (line.order, line.text)
+
+
+# A run of lines of one device within a body: (the device's lines, first index, end index).
+_Part = tuple[DeviceLines, int, int]
+
+
+@dataclass
 class ImportBody:
-    """One POST to the Import API: lines of one project, at most the batch size in bytes."""
+    """One POST to the Import API: lines of one project, at most the batch size in bytes, as
+    runs of consecutive lines of one device each."""
 
     project: str
     index: int
-    lines: list[ImportLine]
+    parts: list[_Part]
+
+    @property
+    def lines(self) -> list[ImportLine]:
+        return [device.line(i) for device, start, end in self.parts for i in range(start, end)]
 
     @property
     def text(self) -> bytes:
-        return b"\n".join(line.text for line in self.lines)
+        return b"\n".join(
+            [text for device, start, end in self.parts for text in device.texts[start:end]]
+        )
 
     @property
     def size(self) -> int:
-        return sum(len(line.text) for line in self.lines) + len(self.lines) - 1
+        size = -1
+        for device, start, end in self.parts:
+            for text in device.texts[start:end]:
+                size += len(text) + 1
+        return size
+
+    @property
+    def line_count(self) -> int:
+        return sum([end - start for _, start, end in self.parts])
+
+    @property
+    def event_count(self) -> int:
+        count = 0
+        for device, start, end in self.parts:
+            first, last = _event_range(device, start, end)
+            count += last - first
+        return count
+
+    @property
+    def visit_count(self) -> int:
+        """Lines with actions: visits, not visitor updates."""
+        return sum([1 for device, start, end in self.parts for n in device.actions[start:end] if n])
+
+    @property
+    def devices(self) -> list[str]:
+        """The device of each run of lines."""
+        return [device.device for device, _, _ in self.parts]
 
     @property
     def events(self) -> list[tuple[str, str | None, Any]]:
         """(device, messageId, event) of every event in the body."""
-        return [
-            (line.device, event.message_id, event.event)
-            for line in self.lines
-            for event in line.events
-        ]
+        events: list[tuple[str, str | None, Any]] = []
+        for device, start, end in self.parts:
+            first, last = _event_range(device, start, end)
+            for event in device.events[first:last]:
+                events.append((device.device, event.message_id, event.event))
+        return events
 
     def halves(self) -> tuple[ImportBody, ImportBody]:
         """The first ceil(n/2) lines and the rest, as the answer to a 413 asks."""
-        cut = (len(self.lines) + 1) // 2
-        return (
-            ImportBody(self.project, self.index, self.lines[:cut]),
-            ImportBody(self.project, self.index, self.lines[cut:]),
+        left = (self.line_count + 1) // 2
+        first: list[_Part] = []
+        rest: list[_Part] = []
+        for device, start, end in self.parts:
+            take = min(left, end - start)
+            if take:
+                first.append((device, start, start + take))
+            if start + take < end:
+                rest.append((device, start + take, end))
+            left -= take
+        return ImportBody(self.project, self.index, first), ImportBody(
+            self.project, self.index, rest
         )
+
+
+def _event_range(device: DeviceLines, start: int, end: int) -> tuple[int, int]:
+    """Where the events of lines start..end of a device are in its events."""
+    return (device.ends[start - 1] if start else 0), device.ends[end - 1]
 
 
 def needs_action_time(prepared: PreparedEvent) -> DeadLetter | None:
@@ -91,6 +217,30 @@ def sorted_json(line: Any) -> bytes:
         return orjson.dumps(line, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
         return _SORTED_JSON.encode(line).encode("utf-8")
+
+
+# What a parameter is in a line: a visitor key (cv_...), an action property (ce_...) or
+# neither, and its key there. Names repeat from event to event, so each distinct name is
+# worked out once, not sliced anew for every event (that was a fifth of visit building); the
+# cache is bounded, since custom names come from the data.
+_OTHER_KEY, _VISITOR_KEY, _PROPERTY_KEY = 0, 1, 2
+_LINE_KEYS: dict[str, tuple[int, str]] = {}
+_LINE_KEYS_MAX = 10_000
+
+
+def _line_key(name: str) -> tuple[int, str]:
+    known = _LINE_KEYS.get(name)
+    if known is not None:
+        return known
+    if name.startswith("cv_"):
+        known = (_VISITOR_KEY, name[3:])
+    elif name.startswith("ce_"):
+        known = (_PROPERTY_KEY, name[3:])
+    else:
+        known = (_OTHER_KEY, name)
+    if len(_LINE_KEYS) < _LINE_KEYS_MAX:
+        _LINE_KEYS[name] = known
+    return known
 
 
 class _Visit:
@@ -110,10 +260,11 @@ class _Visit:
         visitor = self.visitor
         properties: dict[str, Any] = {}
         for name, value in params.items():  # one pass over the parameters
-            if name.startswith("cv_"):
-                visitor[name[3:]] = value
-            elif name.startswith("ce_"):
-                properties[name[3:]] = value
+            kind, key = _line_key(name)
+            if kind == _VISITOR_KEY:
+                visitor[key] = value
+            elif kind == _PROPERTY_KEY:
+                properties[key] = value
         identity = self.identity
         for index, (param, _) in enumerate(_VISITOR_IDENTITY):
             value = params.get(param)
@@ -131,6 +282,10 @@ class _Visit:
             self.actions.append(
                 {"name": params["event"], "time": params["timestamp"], "properties": properties}
             )
+
+    @property
+    def order(self) -> tuple[bool, int, str]:
+        return (self.start is None, self.start or 0, self.first_message_id)
 
     def line(self) -> dict[str, Any]:
         """The visit's line; the named identity replaces custom keys of the same name."""
@@ -155,8 +310,26 @@ def build_visits(
 ) -> tuple[list[ImportLine], list[DeadLetter]]:
     """One device's events (in send order, stitched) as visit lines, from the tracking
     mapping's parameters (`request_of`, without the URL size check)."""
-    mapped = [(event, request_of(event, settings).params) for event in events]
-    return visit_lines(device, mapped, visit_gap_minutes, max_line_bytes)
+    return visit_lines(device, mapped_events(events, settings), visit_gap_minutes, max_line_bytes)
+
+
+def build_device_visits(
+    device: str,
+    events: Iterable[PreparedEvent],
+    settings: MappingSettings,
+    visit_gap_minutes: float = DEFAULT_VISIT_GAP_MINUTES,
+    max_line_bytes: int = DEFAULT_IMPORT_BATCH_BYTES,
+) -> tuple[list[DeviceLines], list[DeadLetter]]:
+    """build_visits' lines as DeviceLines, one per project, as BuildVisits hands them on."""
+    mapped = mapped_events(events, settings)
+    return device_visits(device, mapped, visit_gap_minutes, max_line_bytes)
+
+
+def mapped_events(
+    events: Iterable[PreparedEvent], settings: MappingSettings
+) -> list[tuple[PreparedEvent, dict[str, Any]]]:
+    """Each event with the tracking mapping's parameters."""
+    return [(event, request_of(event, settings).params) for event in events]
 
 
 def visit_lines(
@@ -171,6 +344,60 @@ def visit_lines(
     identify without a timestamp joins the device's last visit, or makes a visitor update.
     A line over `max_line_bytes` dead-letters its events as `request_too_large`.
     """
+    lines: list[ImportLine] = []
+    dead: list[DeadLetter] = []
+    for project, project_visits in _visits(mapped, visit_gap_minutes).items():
+        for visit in project_visits:
+            text = _visit_text(visit, max_line_bytes, dead)
+            if text is not None:
+                order = visit.order
+                lines.append(
+                    ImportLine(project, device, order, text, len(visit.actions), visit.events)
+                )
+    return lines, dead
+
+
+def device_visits(
+    device: str,
+    mapped: Iterable[tuple[PreparedEvent, dict[str, Any]]],
+    visit_gap_minutes: float = DEFAULT_VISIT_GAP_MINUTES,
+    max_line_bytes: int = DEFAULT_IMPORT_BATCH_BYTES,
+) -> tuple[list[DeviceLines], list[DeadLetter]]:
+    """visit_lines' lines as DeviceLines, one per project, without an ImportLine each."""
+    devices: list[DeviceLines] = []
+    dead: list[DeadLetter] = []
+    for project, project_visits in _visits(mapped, visit_gap_minutes).items():
+        orders: list[tuple[bool, int, str]] = []
+        texts: list[bytes] = []
+        actions: list[int] = []
+        ends: list[int] = []
+        events: list[PreparedEvent] = []
+        for visit in project_visits:
+            text = _visit_text(visit, max_line_bytes, dead)
+            if text is not None:
+                orders.append(visit.order)
+                texts.append(text)
+                actions.append(len(visit.actions))
+                events.extend(visit.events)
+                ends.append(len(events))
+        if texts:
+            lines = DeviceLines(
+                project,
+                device,
+                tuple(orders),
+                tuple(texts),
+                tuple(actions),
+                tuple(ends),
+                tuple(events),
+            )
+            devices.append(lines if _lines_in_body_order(orders, texts) else _resorted(lines))
+    return devices, dead
+
+
+def _visits(
+    mapped: Iterable[tuple[PreparedEvent, dict[str, Any]]], visit_gap_minutes: float
+) -> dict[str, list[_Visit]]:
+    """One device's visits per project."""
     gap_ms = visit_gap_minutes * 60_000
     visits: dict[str, list[_Visit]] = {}
     previous_ms: dict[str, int] = {}
@@ -186,46 +413,82 @@ def visit_lines(
         if timestamp is not None:
             previous_ms[project] = timestamp
         project_visits[-1].add(prepared, params)
-    lines: list[ImportLine] = []
-    dead: list[DeadLetter] = []
-    for project, project_visits in visits.items():
-        for visit in project_visits:
-            text = sorted_json(visit.line())
-            if len(text) > max_line_bytes:
-                detail = f"import line is {len(text)} bytes, over {max_line_bytes}"
-                dead.extend(
-                    DeadLetter(e.message_id, STAGE_MAP, REQUEST_TOO_LARGE, detail, e.event)
-                    for e in visit.events
-                )
-                continue
-            order = (visit.start is None, visit.start or 0, visit.first_message_id)
-            lines.append(ImportLine(project, device, order, text, len(visit.actions), visit.events))
-    return lines, dead
+    return visits
+
+
+def _visit_text(visit: _Visit, max_line_bytes: int, dead: list[DeadLetter]) -> bytes | None:
+    """The visit's line, or None with its events dead-lettered when it is over the limit."""
+    text = sorted_json(visit.line())
+    if len(text) > max_line_bytes:
+        detail = f"import line is {len(text)} bytes, over {max_line_bytes}"
+        dead.extend(
+            DeadLetter(e.message_id, STAGE_MAP, REQUEST_TOO_LARGE, detail, e.event)
+            for e in visit.events
+        )
+        return None
+    return text
 
 
 def pack_bodies(
     lines: Iterable[ImportLine], max_body_bytes: int = DEFAULT_IMPORT_BATCH_BYTES
 ) -> list[ImportBody]:
+    """`pack_devices` of the lines."""
+    return pack_devices(_by_device(lines), max_body_bytes)
+
+
+def pack_devices(
+    devices: Iterable[DeviceLines], max_body_bytes: int = DEFAULT_IMPORT_BATCH_BYTES
+) -> list[ImportBody]:
     """Lines in body order, packed greedily into bodies of at most `max_body_bytes`, one project
     per body (counting the newline between lines, none after the last). The same lines in any
-    order give byte-identical bodies."""
+    order give byte-identical bodies.
+
+    Body order is by project, device, then each device's own order, so sorting the devices
+    orders every line."""
     bodies: list[ImportBody] = []
-    current: list[ImportLine] = []
+    parts: list[_Part] = []
     size = 0
     project: str | None = None
-    for line in sorted(lines, key=lambda line: line.sort_key):
-        fits = size + 1 + len(line.text) <= max_body_bytes
-        if current and (line.project != project or not fits):
-            bodies.append(ImportBody(project or "", _next_index(bodies, project), current))
-            current, size = [], 0
-        if not current:
-            project, size = line.project, len(line.text)
-        else:
-            size += 1 + len(line.text)
-        current.append(line)
-    if current:
-        bodies.append(ImportBody(project or "", _next_index(bodies, project), current))
+    for device in _devices_in_body_order(devices):
+        texts = device.texts
+        start = 0
+        for index in range(len(texts)):
+            length = len(texts[index])
+            if (parts or index > start) and (
+                device.project != project or size + 1 + length > max_body_bytes
+            ):
+                if index > start:
+                    parts.append((device, start, index))
+                bodies.append(ImportBody(project or "", _next_index(bodies, project), parts))
+                parts, start, size = [], index, 0
+            if not parts and index == start:
+                project, size = device.project, length
+            else:
+                size += 1 + length
+        if len(texts) > start:
+            parts.append((device, start, len(texts)))
+    if parts:
+        bodies.append(ImportBody(project or "", _next_index(bodies, project), parts))
     return bodies
+
+
+def _devices_in_body_order(devices: Iterable[DeviceLines]) -> list[DeviceLines]:
+    """Sorted by project and device; a device given twice has its lines merged."""
+    ordered = sorted(devices, key=_device_order)
+    merged: list[DeviceLines] = []
+    for device in ordered:
+        if merged and _device_order(merged[-1]) == _device_order(device):
+            previous = merged.pop()
+            lines = [previous.line(i) for i in range(len(previous.texts))]
+            lines += [device.line(i) for i in range(len(device.texts))]
+            merged.append(_device_lines(lines))
+        else:
+            merged.append(device)
+    return merged
+
+
+def _device_order(device: DeviceLines) -> tuple[str, str]:
+    return (device.project, device.device)
 
 
 def _next_index(bodies: list[ImportBody], project: str | None) -> int:
