@@ -148,17 +148,15 @@ def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
         )
     elif woopra.dead_letters:
         records = pipeline | "ReadEvents" >> ReadDeadLetters(woopra.dead_letters, woopra.reason)
-    elif woopra.warehouse_table:
-        to_events = RowsToEvents(woopra.warehouse_table, woopra.input)
+    else:
+        warehouse = woopra.warehouse_table
+        to_events = RowsToEvents(warehouse, woopra.input) if warehouse else None
         files = pipeline | "ReadEvents" >> ReadEventFiles(
             woopra.input,
             woopra.input_format,
-            with_filename=True,
-            avro_columns=to_events.columns_used(),
+            with_filename=to_events is not None,
+            avro_columns=to_events.columns_used() if to_events else None,
         )
-        records, unreadable_files = files[RECORDS], [files[DEAD_LETTER_TAG]]
-    else:
-        files = pipeline | "ReadEvents" >> ReadEventFiles(woopra.input, woopra.input_format)
         records, unreadable_files = files[RECORDS], [files[DEAD_LETTER_TAG]]
     if woopra.warehouse_table:
         # Rows become events in the same fused step that reads them (parsed as ParseEvents
