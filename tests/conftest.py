@@ -1,5 +1,5 @@
-"""Fixtures shared by the test modules: the Pub/Sub emulator (started by the tests). And a
-guard: the tests must not run an older compiled build of the mapping modules."""
+"""Fixtures shared by the test modules: the Pub/Sub and GCS emulators (started by the tests).
+And a guard: the tests must not run an older compiled build of the mapping modules."""
 
 from pathlib import Path
 
@@ -7,7 +7,7 @@ import pytest
 
 import transforms
 
-pytest_plugins = ["tests.pubsub_emulator"]
+pytest_plugins = ["tests.pubsub_emulator", "tests.gcs_emulator"]
 
 
 def stale_compiled_modules() -> list[str]:

@@ -11,6 +11,7 @@ from pipeline.cli import main
 from pipeline.replay import replay_record
 from pipeline.stub import WoopraStub
 from tests.helpers import SAMPLE_FLAGS, TESTDATA, load_json_lines
+from transforms.ledger import read_keys
 
 SAMPLE = str(TESTDATA / "events.jsonl")
 
@@ -112,3 +113,64 @@ def test_replay_records_give_raw_text_back_and_events_as_json():
     )
     assert replay_record(json.dumps(mapped).encode(), frozenset({"invalid_json"})) == (None, False)
     assert replay_record(b"not a dead letter", frozenset()) == (b"not a dead letter", False)
+
+
+def test_spec_16_replay_with_a_ledger_leaves_out_what_it_holds_and_records_what_it_sends(
+    failed_run, tmp_path
+):
+    """SPEC §15 and §16: a replay takes --ledger like any run. The dead letters of some devices
+    are replayed first; replaying them all then sends only the others, and a third replay
+    sends nothing."""
+    failed, _ = failed_run
+    lines = [
+        line
+        for path in sorted(failed.glob("dead_letters-*.jsonl"))
+        for line in path.read_text().splitlines()
+        if json.loads(line)["reason"] == "retries_exhausted"
+    ]
+    first_devices = {"anon-alice", "anon-bob"}
+    first_lines = [line for line in lines if json.loads(line)["event"].get("anonymousId")
+                   in first_devices]  # fmt: skip
+    assert 0 < len(first_lines) < len(lines) == 12
+    (tmp_path / "some").mkdir()
+    (tmp_path / "some" / "dead_letters-1.jsonl").write_text("\n".join(first_lines) + "\n")
+    ledger = tmp_path / "ledger"
+
+    def replay(glob: str, output: str, stub: WoopraStub) -> dict:
+        code, report = run_cli(
+            "replay", "--dead_letters", glob, "--reason", "retries_exhausted", *SAMPLE_FLAGS,
+            "--woopra_base_url", stub.url, "--ledger", str(ledger),
+            "--output", str(tmp_path / output),
+        )  # fmt: skip
+        assert code == 0
+        assert report["balanced"]
+        return report
+
+    all_letters = str(failed / "dead_letters-*.jsonl")
+    with WoopraStub() as stub:
+        first = replay(str(tmp_path / "some" / "*.jsonl"), "first", stub)
+        first_sent = sent_requests(stub)
+        assert len(read_keys(str(ledger))) == len(first_lines)  # recorded as delivered
+        second = replay(all_letters, "second", stub)
+        after_second = sent_requests(stub)
+        third = replay(all_letters, "third", stub)
+        after_third = sent_requests(stub)
+    with WoopraStub() as direct:
+        run_cli(
+            "--input", SAMPLE, *SAMPLE_FLAGS, "--woopra_base_url", direct.url,
+            "--output", str(tmp_path / "direct"),
+        )  # fmt: skip
+        expected = sent_requests(direct)
+    assert (first["sent"], first["filtered_reasons"].get("already_delivered")) == (
+        len(first_lines),
+        None,
+    )
+    assert second["input"] == 12
+    assert second["sent"] == 12 - len(first_lines)
+    assert second["filtered_reasons"] == {"already_delivered": len(first_lines)}
+    assert sorted(after_second) == expected  # every event once, stitched as in a first run
+    assert len(after_second) == len(first_sent) + second["sent"]
+    assert (third["input"], third["sent"]) == (12, 0)
+    assert third["filtered_reasons"] == {"already_delivered": 12}
+    assert after_third == after_second  # the third replay sent nothing
+    assert len(read_keys(str(ledger))) == 12

@@ -119,12 +119,14 @@ class LedgerLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._heartbeat_seconds):
-            held = self._store.read()
-            if held is None or held.get("owner") != self.owner:
-                _LOGGER.error("ledger: the lock %s was taken over by another run", self.path)
-                return
-            with contextlib.suppress(OSError):
+            try:
+                held = self._store.read()
+                if held is None or held.get("owner") != self.owner:
+                    _LOGGER.error("ledger: the lock %s was taken over by another run", self.path)
+                    return
                 self._store.rewrite(self.content())
+            except Exception as error:  # an object store's passing error: the next beat retries
+                _LOGGER.warning("ledger: could not refresh the lock %s: %s", self.path, error)
 
 
 class _LocalLock:
@@ -182,6 +184,7 @@ class _GcsLock:
         bucket, _, name = path[len("gs://") :].partition("/")
         self._blob = storage.Client().bucket(bucket).blob(name)
         self._generation: int | None = None
+        self._read_generation: int | None = None
 
     def _write(self, content: bytes, generation: int) -> bool:
         from google.api_core.exceptions import PreconditionFailed
@@ -200,10 +203,11 @@ class _GcsLock:
         from google.api_core.exceptions import NotFound
 
         try:
-            self._blob.reload()
-            data = self._blob.download_as_bytes(if_generation_match=self._blob.generation)
+            data = self._blob.download_as_bytes()
         except NotFound:
             return None
+        # The download names the generation it read (x-goog-generation), so a take-over
+        # replaces exactly the lock it judged stale, whatever was written in between.
         self._read_generation = self._blob.generation
         try:
             return json.loads(data or b"{}")

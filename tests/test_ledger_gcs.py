@@ -1,0 +1,211 @@
+"""The ledger on gs:// (SPEC §15), against a real GCS emulator (tests/gcs_emulator.py).
+
+The lock goes through google-cloud-storage with generation preconditions, the ledger's files
+through Beam's FileSystems (gcsio); both find the emulator as they would find GCS.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.cli import main
+from pipeline.stub import WoopraStub
+from tests.helpers import visitor_events, write_event_files
+from tests.test_import import credentials, import_args, import_stub, report_of  # noqa: F401
+from transforms.ledger import (
+    Delivered,
+    LedgerWriter,
+    ReadLedgerKeys,
+    read_keys,
+    read_request_log,
+)
+from transforms.ledger_lock import LOCK_FILE, LedgerLock, LedgerLockedError
+
+
+def _lock_blob(gcs_emulator, ledger: str):
+    bucket, _, folder = ledger[len("gs://") :].partition("/")
+    return gcs_emulator.client().bucket(bucket).get_blob(f"{folder}/{LOCK_FILE}")
+
+
+def _lock_content(gcs_emulator, ledger: str) -> dict | None:
+    blob = _lock_blob(gcs_emulator, ledger)
+    return None if blob is None else json.loads(blob.download_as_bytes())
+
+
+def _write_lock(gcs_emulator, ledger: str, heartbeat_age_seconds: float, owner: str = "x"):
+    """A lock of another host's run, written unconditionally (as that run would have)."""
+    beat = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+        seconds=heartbeat_age_seconds
+    )
+    content = {"owner": owner, "host": "elsewhere", "pid": 1, "heartbeat": beat.isoformat()}
+    bucket, _, folder = ledger[len("gs://") :].partition("/")
+    blob = gcs_emulator.client().bucket(bucket).blob(f"{folder}/{LOCK_FILE}")
+    blob.upload_from_string(json.dumps(content))
+    return blob.generation
+
+
+@pytest.fixture
+def ledger(gcs_bucket) -> str:
+    return f"{gcs_bucket}/ledger"
+
+
+# The lock
+
+
+def test_spec_15_gcs_a_second_holder_is_refused_until_the_first_releases(gcs_emulator, ledger):
+    first = LedgerLock(ledger).acquire()
+    assert _lock_content(gcs_emulator, ledger)["owner"] == first.owner
+    with pytest.raises(LedgerLockedError, match="another run holds the ledger"):
+        LedgerLock(ledger).acquire()
+    assert _lock_content(gcs_emulator, ledger)["owner"] == first.owner  # not overwritten
+    first.release()
+    assert _lock_blob(gcs_emulator, ledger) is None
+    second = LedgerLock(ledger).acquire()
+    assert _lock_content(gcs_emulator, ledger)["owner"] == second.owner
+    second.release()
+
+
+def test_spec_15_gcs_a_run_is_refused_with_exit_2_while_another_holds_the_ledger(
+    tmp_path, ledger, capsys
+):
+    glob = write_event_files(tmp_path / "in", visitor_events(1, 1, 1), files=1)
+    with WoopraStub() as stub, LedgerLock(ledger):
+        code = main(["--input", glob, "--ledger", ledger, "--woopra_base_url", stub.url,
+                     "--output", str(tmp_path / "out")])  # fmt: skip
+        assert stub.records == []
+    assert code == 2
+    assert f"another run holds the ledger {ledger}" in capsys.readouterr().err
+
+
+def test_spec_15_gcs_the_holder_rewrites_its_lock(gcs_emulator, ledger):
+    lock = LedgerLock(ledger, heartbeat_seconds=0.05).acquire()
+    try:
+        created = _lock_blob(gcs_emulator, ledger).generation
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            blob = _lock_blob(gcs_emulator, ledger)
+            if blob.generation != created:
+                break
+            time.sleep(0.02)
+        assert blob.generation != created  # rewritten, conditionally on its own generation
+        assert json.loads(blob.download_as_bytes())["owner"] == lock.owner
+    finally:
+        lock.release()
+
+
+def test_spec_15_gcs_a_lock_older_than_ten_minutes_is_taken_over(gcs_emulator, ledger):
+    _write_lock(gcs_emulator, ledger, heartbeat_age_seconds=601)
+    lock = LedgerLock(ledger).acquire()
+    assert _lock_content(gcs_emulator, ledger)["owner"] == lock.owner
+    lock.release()
+    assert _lock_blob(gcs_emulator, ledger) is None
+
+
+def test_spec_15_gcs_a_fresh_lock_is_respected(gcs_emulator, ledger):
+    generation = _write_lock(gcs_emulator, ledger, heartbeat_age_seconds=590)
+    with pytest.raises(LedgerLockedError, match="host elsewhere"):
+        LedgerLock(ledger).acquire()
+    assert _lock_blob(gcs_emulator, ledger).generation == generation  # left as it was
+
+
+def test_spec_15_gcs_of_two_runs_taking_over_one_stale_lock_only_one_wins(gcs_emulator, ledger):
+    _write_lock(gcs_emulator, ledger, heartbeat_age_seconds=3600)
+    first, second = LedgerLock(ledger), LedgerLock(ledger)
+    # Both judge the same generation stale; the conditional writes let only one replace it.
+    stale_first, stale_second = first._store.read(), second._store.read()
+    assert first._store.take_over(stale_first, first.content())
+    assert not second._store.take_over(stale_second, second.content())
+    assert _lock_content(gcs_emulator, ledger)["owner"] == first.owner
+
+
+def test_spec_15_gcs_a_lock_taken_over_is_neither_rewritten_nor_released_by_its_old_holder(
+    gcs_emulator, ledger
+):
+    lock = LedgerLock(ledger, heartbeat_seconds=0.05).acquire()
+    taken = _write_lock(gcs_emulator, ledger, heartbeat_age_seconds=0, owner="new-holder")
+    time.sleep(0.5)  # several heartbeats: none may write over the new holder's lock
+    assert _lock_blob(gcs_emulator, ledger).generation == taken
+    lock.release()
+    assert _lock_blob(gcs_emulator, ledger).generation == taken
+    assert _lock_content(gcs_emulator, ledger)["owner"] == "new-holder"
+
+
+# The ledger's files, through Beam's FileSystems
+
+
+def test_spec_15_gcs_writer_and_readers_round_trip_keys_and_the_request_log(gcs_emulator, ledger):
+    writer = LedgerWriter(ledger)
+    writer.commit([("cookie:a", "m1"), ("cookie:a", "m2")])
+    writer.commit([("cookie:b", "m1")], [{"project": "p", "ms": 5, "body": "digest-1"}])
+    writer.commit(requests=[{"project": "p", "ms": 3, "body": None}])
+    writer.close()
+    assert read_keys(ledger) == {("cookie:a", "m1"), ("cookie:a", "m2"), ("cookie:b", "m1")}
+    log = read_request_log(ledger)
+    assert log.sent_ms == {"p": [3, 5]}
+    assert log.accepted_bodies == frozenset({"digest-1"})
+    with beam.Pipeline() as pipeline:
+        keys = pipeline | ReadLedgerKeys(ledger)
+        assert_that(
+            keys,
+            equal_to(
+                [("cookie:a", Delivered("m1")), ("cookie:a", Delivered("m2")),
+                 ("cookie:b", Delivered("m1"))]
+            ),
+        )  # fmt: skip
+    assert gcs_emulator.token_requests > 0  # Beam's gcsio went the authenticated way
+
+
+def test_spec_15_gcs_a_new_ledger_holds_nothing(gcs_bucket):
+    ledger = f"{gcs_bucket}/never-written"
+    assert read_keys(ledger) == set()
+    assert read_request_log(ledger).sent_ms == {}
+    with beam.Pipeline() as pipeline:
+        assert_that(pipeline | ReadLedgerKeys(ledger), equal_to([]))
+
+
+# End to end, against the loopback stub
+
+
+def test_spec_15_gcs_a_second_tracking_run_with_the_same_ledger_sends_nothing(tmp_path, ledger):
+    events = visitor_events(visitors=6, visits=1, per_visit=4)
+    glob = write_event_files(tmp_path / "in", events, files=2)
+    with WoopraStub() as stub:
+        args = ["--input", glob, "--woopra_base_url", stub.url, "--ledger", ledger]
+        assert main([*args, "--output", str(tmp_path / "out1")]) == 0
+        assert len(stub.records) == len(events)
+        assert main([*args, "--output", str(tmp_path / "out2")]) == 0
+        assert len(stub.records) == len(events)
+    expected_keys = {(f"cookie:{e['anonymousId']}", e["messageId"]) for e in events}
+    assert read_keys(ledger) == expected_keys
+    report = report_of(tmp_path / "out2")
+    assert (report["sent"], report["filtered"]) == (0, len(events))
+    assert report["filtered_reasons"] == {"already_delivered": len(events)}
+    assert report["balanced"]
+
+
+@pytest.mark.usefixtures("credentials")
+def test_spec_15_gcs_a_second_import_with_the_same_ledger_sends_nothing(tmp_path, ledger):
+    events = visitor_events(visitors=10, visits=2, per_visit=3)
+    glob = write_event_files(tmp_path / "in", events, files=2)
+    with import_stub() as stub:
+        args = ("--woopra_base_url", stub.url, "--ledger", ledger, "--import_batch_bytes", "900")
+        assert main(import_args(glob, tmp_path / "out1", *args)) == 0
+        bodies = len(stub.records)
+        assert bodies > 1
+        assert main(import_args(glob, tmp_path / "out2", *args)) == 0
+        assert len(stub.records) == bodies
+    assert {record["status"] for record in stub.records} == {200}
+    assert len(read_keys(ledger)) == len(events)
+    assert sum(len(times) for times in read_request_log(ledger).sent_ms.values()) == bodies
+    first, second = report_of(tmp_path / "out1"), report_of(tmp_path / "out2")
+    assert first["sent"] == len(events)
+    assert second["sent"] == 0
+    assert second["filtered_reasons"] == {"already_delivered": len(events)}
+    plan = json.loads((tmp_path / "out2" / "plan.json").read_text())
+    assert (plan["bodies"], plan["already_imported"]) == (0, len(events))
