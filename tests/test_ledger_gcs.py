@@ -136,6 +136,24 @@ def test_spec_15_gcs_a_lock_taken_over_is_neither_rewritten_nor_released_by_its_
     assert _lock_content(gcs_emulator, ledger)["owner"] == "new-holder"
 
 
+def test_spec_15_gcs_the_heartbeat_goes_on_after_a_write_whose_answer_was_lost(
+    gcs_emulator, ledger
+):
+    """The lock's generation changed under its own content (as when a rewrite reached GCS but
+    its answer did not): the holder still keeps it fresh, and releases it."""
+    lock = LedgerLock(ledger, heartbeat_seconds=0.05).acquire()
+    blob = _lock_blob(gcs_emulator, ledger)
+    blob.upload_from_string(blob.download_as_bytes())  # same content, a new generation
+    changed = blob.generation
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _lock_blob(gcs_emulator, ledger).generation == changed:
+        time.sleep(0.02)
+    assert _lock_blob(gcs_emulator, ledger).generation != changed
+    assert _lock_content(gcs_emulator, ledger)["owner"] == lock.owner
+    lock.release()
+    assert _lock_blob(gcs_emulator, ledger) is None
+
+
 # The ledger's files, through Beam's FileSystems
 
 

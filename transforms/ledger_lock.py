@@ -174,7 +174,13 @@ class _LocalLock:
 
 
 class _GcsLock:
-    """The same on GCS, with generation preconditions (google-cloud-storage, a Beam[gcp] dep)."""
+    """The same on GCS, with generation preconditions (google-cloud-storage, a Beam[gcp] dep).
+
+    Every write but the create, and the delete, is conditional on the generation last read,
+    which the caller has just judged (stale, or its own): whatever was written in between makes
+    it fail rather than be lost. Its own last write is not the condition, because a write whose
+    answer was lost changes the generation all the same.
+    """
 
     def __init__(self, path: str) -> None:
         if not path.startswith("gs://"):
@@ -183,17 +189,17 @@ class _GcsLock:
 
         bucket, _, name = path[len("gs://") :].partition("/")
         self._blob = storage.Client().bucket(bucket).blob(name)
-        self._generation: int | None = None
         self._read_generation: int | None = None
 
-    def _write(self, content: bytes, generation: int) -> bool:
+    def _write(self, content: bytes, generation: int | None) -> bool:
         from google.api_core.exceptions import PreconditionFailed
 
+        if generation is None:  # nothing read: no condition to write under
+            return False
         try:
             self._blob.upload_from_string(content, if_generation_match=generation)
         except PreconditionFailed:
             return False
-        self._generation = self._blob.generation
         return True
 
     def create(self, content: bytes) -> bool:
@@ -206,8 +212,8 @@ class _GcsLock:
             data = self._blob.download_as_bytes()
         except NotFound:
             return None
-        # The download names the generation it read (x-goog-generation), so a take-over
-        # replaces exactly the lock it judged stale, whatever was written in between.
+        # The download names the generation it read (x-goog-generation): content and
+        # generation come from one request.
         self._read_generation = self._blob.generation
         try:
             return json.loads(data or b"{}")
@@ -218,11 +224,11 @@ class _GcsLock:
         return self._write(content, self._read_generation)
 
     def rewrite(self, content: bytes) -> None:
-        if self._generation is not None:
-            self._write(content, self._generation)
+        self._write(content, self._read_generation)
 
     def delete(self) -> None:
         from google.api_core.exceptions import GoogleAPICallError
 
-        with contextlib.suppress(GoogleAPICallError):
-            self._blob.delete(if_generation_match=self._generation)
+        if self._read_generation is not None:
+            with contextlib.suppress(GoogleAPICallError):
+                self._blob.delete(if_generation_match=self._read_generation)
