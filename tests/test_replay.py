@@ -51,8 +51,19 @@ def failed_run(tmp_path_factory):
     return output, report
 
 
+@pytest.fixture(scope="module")
+def direct_requests(tmp_path_factory) -> list[tuple[str, str]]:
+    """What the sample run sends to a healthy Woopra."""
+    with WoopraStub() as direct:
+        run_cli(
+            "--input", SAMPLE, *SAMPLE_FLAGS, "--woopra_base_url", direct.url,
+            "--output", str(tmp_path_factory.mktemp("direct")),
+        )  # fmt: skip
+        return sent_requests(direct)
+
+
 def test_spec_16_dead_letters_of_a_failing_woopra_replayed_to_a_healthy_one_arrive_once(
-    failed_run, tmp_path
+    failed_run, direct_requests, tmp_path
 ):
     failed, _ = failed_run
     with WoopraStub() as healthy:
@@ -62,15 +73,9 @@ def test_spec_16_dead_letters_of_a_failing_woopra_replayed_to_a_healthy_one_arri
             "--woopra_base_url", healthy.url, "--output", str(tmp_path / "replay"),
         )  # fmt: skip
         replayed = sent_requests(healthy)
-    with WoopraStub() as direct:
-        run_cli(
-            "--input", SAMPLE, *SAMPLE_FLAGS, "--woopra_base_url", direct.url,
-            "--output", str(tmp_path / "direct"),
-        )  # fmt: skip
-        expected = sent_requests(direct)
     assert code == 0
     assert len(replayed) == 12
-    assert replayed == expected  # each once, stitched as in a healthy first run
+    assert replayed == direct_requests  # each once, stitched as in a healthy first run
     assert (report["input"], report["sent"], report["dead_lettered"]) == (12, 12, 0)
     assert report["http_statuses"] == {"200": 12}
     assert report["balanced"]
@@ -116,7 +121,7 @@ def test_replay_records_give_raw_text_back_and_events_as_json():
 
 
 def test_spec_16_replay_with_a_ledger_leaves_out_what_it_holds_and_records_what_it_sends(
-    failed_run, tmp_path
+    failed_run, direct_requests, tmp_path
 ):
     """SPEC §15 and §16: a replay takes --ledger like any run. The dead letters of some devices
     are replayed first; replaying them all then sends only the others, and a third replay
@@ -155,12 +160,6 @@ def test_spec_16_replay_with_a_ledger_leaves_out_what_it_holds_and_records_what_
         after_second = sent_requests(stub)
         third = replay(all_letters, "third", stub)
         after_third = sent_requests(stub)
-    with WoopraStub() as direct:
-        run_cli(
-            "--input", SAMPLE, *SAMPLE_FLAGS, "--woopra_base_url", direct.url,
-            "--output", str(tmp_path / "direct"),
-        )  # fmt: skip
-        expected = sent_requests(direct)
     assert (first["sent"], first["filtered_reasons"].get("already_delivered")) == (
         len(first_lines),
         None,
@@ -168,7 +167,7 @@ def test_spec_16_replay_with_a_ledger_leaves_out_what_it_holds_and_records_what_
     assert second["input"] == 12
     assert second["sent"] == 12 - len(first_lines)
     assert second["filtered_reasons"] == {"already_delivered": len(first_lines)}
-    assert sorted(after_second) == expected  # every event once, stitched as in a first run
+    assert sorted(after_second) == direct_requests  # every event once, stitched as in a first run
     assert len(after_second) == len(first_sent) + second["sent"]
     assert (third["input"], third["sent"]) == (12, 0)
     assert third["filtered_reasons"] == {"already_delivered": 12}
