@@ -227,3 +227,31 @@ def test_spec_15_gcs_a_second_import_with_the_same_ledger_sends_nothing(tmp_path
     assert second["filtered_reasons"] == {"already_delivered": len(events)}
     plan = json.loads((tmp_path / "out2" / "plan.json").read_text())
     assert (plan["bodies"], plan["already_imported"]) == (0, len(events))
+
+
+@pytest.mark.usefixtures("credentials")
+def test_spec_14_15_gcs_a_deferred_import_carries_its_windows_over_in_the_ledger(
+    gcs_emulator, tmp_path, ledger
+):
+    """Stopped by `--max_wait_seconds` (exit 3): the stop marker and the request times are in
+    the gs:// ledger, and the next run, finding the window still full, sends nothing."""
+    events = visitor_events(visitors=8, visits=1, per_visit=3)
+    glob = write_event_files(tmp_path / "in", events, files=1)
+    flags = ("--import_batch_bytes", "500", "--import_limits", "2/60s",
+             "--max_wait_seconds", "5", "--ledger", ledger)  # fmt: skip
+    with import_stub(import_limits="2/60s") as stub:
+        first = main(import_args(glob, tmp_path / "out1", "--woopra_base_url", stub.url, *flags))
+        sent = list(stub.records)
+        again = main(import_args(glob, tmp_path / "out2", "--woopra_base_url", stub.url, *flags))
+        assert stub.records == sent
+    assert (first, again) == (3, 3)
+    assert [record["status"] for record in sent] == [200, 200]
+    assert sum(len(times) for times in read_request_log(ledger).sent_ms.values()) == 2
+    bucket, _, folder = ledger[len("gs://") :].partition("/")
+    names = [blob.name for blob in gcs_emulator.client().list_blobs(bucket, prefix=folder)]
+    assert len([name for name in names if name.startswith(f"{folder}/stop-")]) == 2
+    report, report2 = report_of(tmp_path / "out1"), report_of(tmp_path / "out2")
+    assert len(read_keys(ledger)) == report["sent"] > 0
+    assert report["sent"] + report["deferred"] == len(events)
+    assert report2["filtered_reasons"] == {"already_delivered": report["sent"]}
+    assert (report2["sent"], report2["deferred"]) == (0, report["deferred"])
