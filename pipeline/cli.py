@@ -48,7 +48,7 @@ from pipeline.report import (
 from transforms.identity_state import publish_generation
 from transforms.import_limits import longest_window_seconds, parse_limits
 from transforms.ledger import compact
-from transforms.ledger_lock import LedgerLock, LedgerLockedError
+from transforms.ledger_lock import LedgerLock, LedgerLockedError, LedgerUnavailableError
 
 _LOGGER = logging.getLogger("woopra")
 # How soon a streaming run notices Ctrl-C or SIGTERM.
@@ -100,7 +100,7 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
     local_streaming = is_streaming(options) and runner == LOCAL_STREAMING_RUNNER
     try:
         ledger = hold_ledger(woopra)
-    except (LedgerLockedError, ValueError) as err:
+    except (LedgerLockedError, LedgerUnavailableError, ValueError) as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
     local_batch = not is_streaming(options) and runner in (LOCAL_BATCH_RUNNER, "DirectRunner")

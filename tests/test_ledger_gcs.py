@@ -83,6 +83,27 @@ def test_spec_15_gcs_a_run_is_refused_with_exit_2_while_another_holds_the_ledger
     assert f"another run holds the ledger {ledger}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["a bucket that does not exist", "a local path under a file"])
+def test_spec_16_a_ledger_that_cannot_be_used_refuses_the_run_with_exit_2(
+    where, tmp_path, request, capsys
+):
+    if where.startswith("a bucket"):
+        request.getfixturevalue("gcs_bucket")  # the emulator, and the environment to reach it
+        ledger = "gs://no-such-bucket-for-the-ledger/ledger"
+    else:
+        (tmp_path / "a-file").write_text("not a folder")
+        ledger = str(tmp_path / "a-file" / "ledger")
+    glob = write_event_files(tmp_path / "in", visitor_events(1, 1, 1), files=1)
+    with WoopraStub() as stub:
+        code = main(["--input", glob, "--ledger", ledger, "--woopra_base_url", stub.url,
+                     "--output", str(tmp_path / "out")])  # fmt: skip
+        assert stub.records == []
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"the ledger {ledger} cannot be used" in err
+    assert "Traceback" not in err
+
+
 def test_spec_15_gcs_the_holder_rewrites_its_lock(gcs_emulator, ledger):
     lock = LedgerLock(ledger, heartbeat_seconds=0.05).acquire()
     try:

@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
@@ -32,6 +33,23 @@ STALE_SECONDS = 600.0
 
 class LedgerLockedError(Exception):
     """Another run holds the ledger."""
+
+
+class LedgerUnavailableError(Exception):
+    """The ledger's lock can be neither read nor written: a missing bucket or folder, no
+    credentials or no permission. The run is refused before anything is sent."""
+
+
+@contextlib.contextmanager
+def _using(ledger_dir: str) -> Iterator[None]:
+    try:
+        yield
+    except LedgerLockedError:
+        raise
+    except Exception as error:  # the store's own errors: OSError, google.api_core, google.auth
+        raise LedgerUnavailableError(
+            f"the ledger {ledger_dir} cannot be used: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _utc_now() -> str:
@@ -69,7 +87,8 @@ class LedgerLock:
         self._heartbeat_seconds = heartbeat_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._store = _LocalLock(self.path) if is_local(ledger_dir) else _GcsLock(self.path)
+        with _using(ledger_dir):
+            self._store = _LocalLock(self.path) if is_local(ledger_dir) else _GcsLock(self.path)
 
     def content(self) -> bytes:
         return json.dumps(
@@ -82,7 +101,12 @@ class LedgerLock:
         ).encode("utf-8")
 
     def acquire(self) -> LedgerLock:
-        """Takes the lock or raises LedgerLockedError naming who holds it."""
+        """Takes the lock or raises LedgerLockedError naming who holds it (or
+        LedgerUnavailableError when the lock's store cannot be used)."""
+        with _using(self.ledger_dir):
+            return self._take()
+
+    def _take(self) -> LedgerLock:
         if self._store.create(self.content()):
             self._start_heartbeat()
             return self
