@@ -175,6 +175,20 @@ def test_spec_15_gcs_the_heartbeat_goes_on_after_a_write_whose_answer_was_lost(
     assert _lock_blob(gcs_emulator, ledger) is None
 
 
+def test_spec_15_gcs_a_create_whose_answer_was_lost_still_takes_the_lock(gcs_emulator, ledger):
+    """The client retries a create whose answer it did not get, and the retry's condition fails
+    on the first attempt's success: the lock then holds this run's own owner."""
+    lock = LedgerLock(ledger, heartbeat_seconds=0.05)
+    bucket, _, folder = ledger[len("gs://") :].partition("/")
+    blob = gcs_emulator.client().bucket(bucket).blob(f"{folder}/{LOCK_FILE}")
+    blob.upload_from_string(lock.content(), if_generation_match=0)  # the lost first attempt
+    lock.acquire()
+    with pytest.raises(LedgerLockedError):
+        LedgerLock(ledger).acquire()
+    lock.release()
+    assert _lock_blob(gcs_emulator, ledger) is None
+
+
 # The ledger's files, through Beam's FileSystems
 
 

@@ -107,21 +107,25 @@ class LedgerLock:
             return self._take()
 
     def _take(self) -> LedgerLock:
-        if self._store.create(self.content()):
-            self._start_heartbeat()
-            return self
-        held = self._store.read()
-        if held is not None and (_age_seconds(held) > STALE_SECONDS or _process_gone(held)):
-            _LOGGER.warning("ledger: taking over the stale lock %s (%s)", self.path, held)
-            if self._store.take_over(held, self.content()):
-                self._start_heartbeat()
-                return self
+        taken = self._store.create(self.content())
+        if not taken:
             held = self._store.read()
-        raise LedgerLockedError(
-            f"another run holds the ledger {self.ledger_dir} (lock {self.path}: "
-            f"host {(held or {}).get('host')}, pid {(held or {}).get('pid')}, "
-            f"last seen {(held or {}).get('heartbeat')})"
-        )
+            if held is not None and (_age_seconds(held) > STALE_SECONDS or _process_gone(held)):
+                _LOGGER.warning("ledger: taking over the stale lock %s (%s)", self.path, held)
+                taken = self._store.take_over(held, self.content())
+                if not taken:
+                    held = self._store.read()
+            # A conditional write that the client retried after its answer was lost fails
+            # on its own success: the lock then holds this run's owner.
+            taken = taken or (held is not None and held.get("owner") == self.owner)
+            if not taken:
+                raise LedgerLockedError(
+                    f"another run holds the ledger {self.ledger_dir} (lock {self.path}: "
+                    f"host {(held or {}).get('host')}, pid {(held or {}).get('pid')}, "
+                    f"last seen {(held or {}).get('heartbeat')})"
+                )
+        self._start_heartbeat()
+        return self
 
     def release(self) -> None:
         self._stop.set()
