@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email.utils
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pipeline.stub import WoopraStub
 from tests.test_http_client import ScriptedServer, client, track
 from transforms.http_transport import (
     ConnectError,
+    ConnectionBrokenError,
     CurlTransport,
     TLSError,
     TransportError,
@@ -29,11 +31,14 @@ PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "AL
 
 
 class RawListener:
-    """A loopback TCP server that answers each request with one kept-alive 200 and records
-    the connections it accepted and the bytes each one sent first."""
+    """A loopback TCP server that answers requests with kept-alive 200s (`answers` on each
+    connection, then a reset for the next request) and records the requests it received and
+    the bytes each connection sent first."""
 
-    def __init__(self, answer: bool = True) -> None:
+    def __init__(self, answer: bool = True, answers: int | None = None) -> None:
         self._answer = answer
+        self._answers = answers
+        self.requests = 0
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
         self.first_bytes: list[bytes] = []
@@ -52,8 +57,15 @@ class RawListener:
         with connection:
             data = connection.recv(65536)
             self.first_bytes.append(data)
+            answered = 0
             while self._answer and data:
+                self.requests += 1
+                if answered == self._answers:
+                    linger = struct.pack("ii", 1, 0)
+                    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                    return
                 connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                answered += 1
                 data = connection.recv(65536)
             if self._answer:
                 self.closed_by_client.set()
@@ -171,6 +183,25 @@ def test_one_kept_alive_connection_per_thread_closed_by_close(listener):
     # A closed transport opens anew when asked again.
     assert transport.exchange("GET", url).status == 200
     transport.close()
+
+
+def test_a_kept_alive_connection_that_dies_is_not_resent_behind_the_client_s_back():
+    server = RawListener(answers=1)
+    transport = CurlTransport(timeout_seconds=5)
+    url = f"http://127.0.0.1:{server.port}/track/ce"
+    try:
+        assert transport.exchange("GET", url).status == 200
+        # libcurl would send this one again on a new connection, unpaced and uncounted.
+        with pytest.raises(ConnectionBrokenError) as raised:
+            transport.exchange("GET", url)
+        assert server.requests == 2
+        assert raised.value.retryable
+        # The client's own retry goes out on a new connection.
+        assert transport.exchange("GET", url).status == 200
+        assert server.requests == 3
+    finally:
+        transport.close()
+        server.close()
 
 
 def test_a_request_over_https_is_delivered_when_its_ca_is_trusted(monkeypatch, tls_files):

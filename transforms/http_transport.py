@@ -97,6 +97,8 @@ _CURL_ERRORS = {
         GOT_NOTHING=pycurl.E_GOT_NOTHING,
         SEND_ERROR=pycurl.E_SEND_ERROR,
         RECV_ERROR=pycurl.E_RECV_ERROR,
+        # Only _OneSend aborts: a kept-alive connection died before any answer.
+        CONNECTION_DIED=pycurl.E_ABORTED_BY_CALLBACK,
     ),
     **_errors(
         TLSError,
@@ -128,6 +130,23 @@ class Answer:
     retry_after: float | None
 
 
+class _OneSend:
+    """libcurl's PREREQFUNCTION: lets one request out per exchange.
+
+    When a kept-alive connection dies before any answer, libcurl sends the request again by
+    itself on a new connection. That second send would skip the throttle, the rate limits and
+    the count of attempts, so it is stopped here, and the exchange ends in a retryable
+    ConnectionBrokenError that the client retries as its own, counted and paced.
+    """
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def __call__(self, *connection: object) -> int:
+        self.sent += 1
+        return pycurl.PREREQFUNC_OK if self.sent == 1 else pycurl.PREREQFUNC_ABORT
+
+
 class CurlTransport:
     """Sends one request at a time per thread, each thread on its own reused libcurl handle."""
 
@@ -155,7 +174,8 @@ class CurlTransport:
         headers: dict[str, str] | None = None,
     ) -> Answer:
         """Sends one GET or POST and returns its answer; raises TransportError when none came."""
-        handle = self._handle()
+        handle, one_send = self._handle()
+        one_send.sent = 0
         handle.setopt(pycurl.URL, url)
         if method == "GET":
             handle.setopt(pycurl.HTTPGET, 1)
@@ -173,17 +193,18 @@ class CurlTransport:
         retry_after = handle.getinfo(pycurl.RETRY_AFTER)
         return Answer(handle.getinfo(pycurl.RESPONSE_CODE), retry_after or None)
 
-    def _handle(self) -> pycurl.Curl:
+    def _handle(self) -> tuple[pycurl.Curl, _OneSend]:
         handle = getattr(self._local, "handle", None)
         if handle is None:
             handle = self._new_handle()
             with self._handles_lock:
-                self._handles.append(handle)
+                self._handles.append(handle[0])
                 self._local.handle = handle
         return handle
 
-    def _new_handle(self) -> pycurl.Curl:
-        handle = pycurl.Curl()
+    def _new_handle(self) -> tuple[pycurl.Curl, _OneSend]:
+        handle, one_send = pycurl.Curl(), _OneSend()
+        handle.setopt(pycurl.PREREQFUNCTION, one_send)
         # No signals: libcurl's name-resolution timeout would use SIGALRM, unsafe in threads.
         handle.setopt(pycurl.NOSIGNAL, 1)
         handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
@@ -198,7 +219,7 @@ class CurlTransport:
         if self._ca_file or self._ca_dir:
             _set_or_unset(handle, pycurl.CAINFO, self._ca_file)
             _set_or_unset(handle, pycurl.CAPATH, self._ca_dir)
-        return handle
+        return handle, one_send
 
 
 def _set_or_unset(handle: pycurl.Curl, option: int, value: str | None) -> None:
