@@ -40,6 +40,10 @@ class ScriptedServer:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.do_GET()
+
             def log_message(self, *args: object) -> None:
                 pass
 

@@ -139,6 +139,20 @@ def test_an_error_names_libcurl_s_error_never_the_url():
     assert raised.value.__cause__ is None
 
 
+def test_what_goes_with_a_request_besides_its_url():
+    with ScriptedServer() as server:
+        transport = CurlTransport(timeout_seconds=5)
+        with_credentials = server.url.replace("http://", "http://user:s3cret@")
+        transport.exchange("GET", with_credentials + "/track/ce")
+        transport.exchange("POST", server.url + "/x", b"{}", {"Authorization": "Basic b3du"})
+        transport.close()
+    (_, get), (_, post) = server.arrivals
+    assert get["Authorization"] == "Basic dXNlcjpzM2NyZXQ="  # user:s3cret
+    assert (get["Accept-Encoding"], get["User-Agent"]) == ("identity", "woopra-beam")
+    assert (post["Authorization"], post["Content-Length"]) == ("Basic b3du", "2")
+    assert "Expect" not in post
+
+
 def test_only_http_and_https_are_followed():
     transport = CurlTransport(timeout_seconds=5)
     with pytest.raises(TransportError) as raised:

@@ -6,8 +6,11 @@ for the whole exchange. What the handles do, each on purpose:
 
 - One handle, so one kept-alive connection, per thread: the sink has one thread per request in
   flight. HTTP/1.1 only, as before; only http and https URLs are followed.
-- No redirects followed, no Accept-Encoding sent and no body decoded: the answer's status is
-  all that counts, and a body Woopra did not need to send must not fail a delivery.
+- No redirects followed, and no body decoded (`Accept-Encoding: identity` asks for none, as
+  urllib3 did): the answer's status is all that counts, and a body Woopra did not need to
+  send must not fail a delivery.
+- Credentials in the URL (`https://user:password@host`) go as Basic auth, unless the request
+  has its own Authorization header (the import requests).
 - No cookie engine: a cookie Woopra sets for one visitor must not travel with the next
   visitor's request on the same handle.
 - No proxy: the proxy environment variables (http_proxy, https_proxy, ALL_PROXY), which
@@ -30,6 +33,10 @@ from dataclasses import dataclass
 import pycurl
 
 USER_AGENT = "woopra-beam"
+# Sent with every request; an empty Expect is added to those with a body, so that a large
+# body goes at once rather than after a wait for 100 Continue.
+_HEADERS = ["Accept-Encoding: identity"]
+_BODY_HEADERS = [*_HEADERS, "Expect:"]
 
 
 class TransportError(Exception):
@@ -183,9 +190,8 @@ class CurlTransport:
             handle.setopt(pycurl.POSTFIELDS, body or b"")
         else:
             raise ValueError(f"unsupported method {method}")
-        # An empty Expect: a large body is sent at once, not after a 100 Continue wait.
         lines = [f"{name}: {value}" for name, value in (headers or {}).items()]
-        handle.setopt(pycurl.HTTPHEADER, [*lines, "Expect:"] if body else lines)
+        handle.setopt(pycurl.HTTPHEADER, [*(_BODY_HEADERS if body else _HEADERS), *lines])
         try:
             handle.perform()
         except pycurl.error as error:
