@@ -15,6 +15,7 @@ from pathlib import Path
 import pycurl
 import pytest
 import trustme
+from urllib3.util import make_headers
 
 from pipeline.stub import WoopraStub
 from tests.test_http_client import ScriptedServer, client, track
@@ -25,7 +26,8 @@ from transforms.http_transport import (
     TLSError,
     TransportError,
 )
-from transforms.records import RETRIES_EXHAUSTED
+from transforms.import_sink import IMPORT_PATH, NDJSON
+from transforms.records import RETRIES_EXHAUSTED, WoopraRequest
 
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY")
 
@@ -223,12 +225,19 @@ def test_a_request_over_https_is_delivered_when_its_ca_is_trusted(monkeypatch, t
     # SSL_CERT_FILE / SSL_CERT_DIR: where Python's ssl module, and so the sink, looks for CAs.
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    with WoopraStub(tls_cert=server_file) as stub, client() as sender:
+    stub = WoopraStub(tls_cert=server_file, import_credentials="app:secret")
+    with stub, client() as sender:
         assert stub.url.startswith("https://127.0.0.1:")
         outcome = sender.send(track(stub.url, 3))
-        (record,) = stub.records
+        # An import POST, with its Basic auth and NDJSON body, over the same handle.
+        body = b'{"visitor": {"cookie": "d"}}\n{"visitor": {"cookie": "e"}}'
+        headers = {**make_headers(basic_auth="app:secret"), "Content-Type": NDJSON}
+        posted = sender.send(WoopraRequest(None, stub.url + IMPORT_PATH, {}, "POST"), body, headers)
+        tracked, imported = stub.records
     assert (outcome.delivered, outcome.attempts, outcome.status) == (True, 1, 200)
-    assert record["params"]["ce_seq"] == "3"
+    assert tracked["params"]["ce_seq"] == "3"
+    assert (posted.delivered, posted.status) == (True, 200)
+    assert (imported["path"], imported["body_lines"]) == (IMPORT_PATH, 2)
 
 
 def test_a_request_over_https_is_refused_once_when_the_certificate_is_not_trusted(tls_files):

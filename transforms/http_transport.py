@@ -1,8 +1,8 @@
 """One HTTP exchange through libcurl (pycurl), on a handle that each thread keeps and reuses.
 
-libcurl rather than urllib3: an exchange costs a third of the CPU (the pipeline's process is
-bound by the GIL, and the request was its largest cost per event), and pycurl releases the GIL
-for the whole exchange. What the handles do, each on purpose:
+libcurl rather than urllib3: an exchange costs about a quarter of the CPU (the pipeline's
+process is bound by the GIL, and the request was its largest cost per event), and pycurl
+releases the GIL for the whole exchange. What the handles do, each on purpose:
 
 - One handle, so one kept-alive connection, per thread: the sink has one thread per request in
   flight. HTTP/1.1 only, as before; only http and https URLs are followed.
