@@ -46,14 +46,22 @@ def test_a_request_waiting_to_retry_is_interrupted_without_waiting_out_its_backo
         client(backoff_base_seconds=30, backoff_cap_seconds=30) as sender,
     ):
         started = time.monotonic()
-        # The stop comes while the request waits out its first backoff.
-        timer = threading.Timer(0.3, stop.request_stop)
-        timer.start()
+        # The stop comes while the request waits out its first backoff (full jitter: 0-30 s),
+        # as soon as the first attempt has been answered.
+        watcher = threading.Thread(target=_stop_once_answered, args=(stub,), daemon=True)
+        watcher.start()
         outcome = sender.send(track(stub.url))
         assert len(stub.records) == 1
     assert time.monotonic() - started < 5
     assert outcome.dead_letter.reason == INTERRUPTED
     assert (outcome.attempts, outcome.dead_letter.status) == (1, 503)
+
+
+def _stop_once_answered(stub: WoopraStub, timeout: float = 10.0) -> None:
+    until = time.monotonic() + timeout
+    while not stub.records and time.monotonic() < until:
+        time.sleep(0.005)
+    stop.request_stop()
 
 
 def _events(tmp_path: Path, count: int) -> Path:
