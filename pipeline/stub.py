@@ -18,6 +18,9 @@ Choices worth knowing:
   limits, a request arriving while a window of its project is full is answered 429 with the
   Retry-After that frees it, and does not count; every other request counts in the windows,
   whatever its answer. Checked in that order, before the fault draw (401 and 429 draw none).
+- TLS (``--tls-cert``/``--tls-key``): the stub serves https only. Each connection's handshake
+  runs in its own thread, so a client that fails it (an untrusted certificate) or never
+  finishes it holds up no other; it is closed unrecorded.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import random
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import sys
 import threading
@@ -66,8 +70,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
 
-    def __init__(self, address: tuple[str, int], stub: WoopraStub) -> None:
+    def __init__(
+        self, address: tuple[str, int], stub: WoopraStub, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.stub = stub
+        self._tls = tls
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -76,6 +83,15 @@ class _Server(ThreadingHTTPServer):
         # HTTPServer.server_bind looks the host name up (getfqdn), which may query DNS.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
+
+    def get_request(self) -> tuple[Any, Any]:
+        connection, address = super().get_request()
+        if self._tls is not None:
+            # The handshake is left to the connection's own thread (_Handler.setup).
+            connection = self._tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -107,6 +123,11 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body are two writes; with Nagle on, delayed ACKs add ~40 ms to each answer.
     disable_nagle_algorithm = True
     server: _Server
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()
+        super().setup()
 
     def do_GET(self) -> None:
         self._serve()
@@ -234,6 +255,8 @@ class WoopraStub:
         import_credentials: str | None = None,
         import_limits: str | None = None,
         import_max_bytes: int | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
     ) -> None:
         if latency_ms < 0:
             raise ValueError(f"latency_ms must not be negative, got {latency_ms}")
@@ -260,6 +283,11 @@ class WoopraStub:
         self._import_windows: dict[str, InMemoryBucket] = {}
         self._import_lock = threading.Lock()
         self.import_max_bytes = import_max_bytes
+        # https with this certificate chain and key (PEM files) instead of http.
+        self._tls: ssl.SSLContext | None = None
+        if tls_cert is not None:
+            self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._tls.load_cert_chain(tls_cert, tls_key)
         bands: list[tuple[float, int | None]] = []
         edge = 0.0
         for name, rate, status in (
@@ -290,7 +318,7 @@ class WoopraStub:
         if self.record_path is not None:
             self._file = open(self.record_path, "a", encoding="utf-8")  # noqa: SIM115
         try:
-            self._server = _Server((self.host, self.port), self)
+            self._server = _Server((self.host, self.port), self, self._tls)
         except BaseException:
             if self._file is not None:
                 self._file.close()
@@ -335,11 +363,11 @@ class WoopraStub:
 
     @property
     def url(self) -> str:
-        """Base URL to point the sink at, e.g. ``http://127.0.0.1:PORT``."""
+        """Base URL to point the sink at, e.g. ``http://127.0.0.1:PORT`` (https with TLS)."""
         if self._address is None:
             raise RuntimeError("the stub has not been started")
         host, port = self._address
-        return f"http://{host}:{port}"
+        return f"{'https' if self._tls else 'http'}://{host}:{port}"
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -467,28 +495,41 @@ def _parser() -> argparse.ArgumentParser:
         type=_non_negative(int),
         help="import bodies larger than this are answered 413",
     )
+    parser.add_argument(
+        "--tls-cert", metavar="PEM", help="serve https with this certificate chain file"
+    )
+    parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGINT or SIGTERM, then stop cleanly and return 0."""
-    args = _parser().parse_args(argv)
-    stub = WoopraStub(
-        host=args.host,
-        port=args.port,
-        latency_ms=args.latency_ms,
-        fail_rate=args.fail_rate,
-        throttle_rate=args.throttle_rate,
-        reset_rate=args.reset_rate,
-        reject_rate=args.reject_rate,
-        retry_after=args.retry_after,
-        seed=args.seed,
-        record=args.record,
-        keep_records=False,
-        import_credentials=args.import_credentials,
-        import_limits=args.import_limits,
-        import_max_bytes=args.import_max_bytes,
-    )
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.tls_key and not args.tls_cert:
+        parser.error("--tls-key needs --tls-cert")
+    try:
+        stub = WoopraStub(
+            host=args.host,
+            port=args.port,
+            latency_ms=args.latency_ms,
+            fail_rate=args.fail_rate,
+            throttle_rate=args.throttle_rate,
+            reset_rate=args.reset_rate,
+            reject_rate=args.reject_rate,
+            retry_after=args.retry_after,
+            seed=args.seed,
+            record=args.record,
+            keep_records=False,
+            import_credentials=args.import_credentials,
+            import_limits=args.import_limits,
+            import_max_bytes=args.import_max_bytes,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+    except OSError as exc:  # ssl.SSLError included
+        print(f"woopra-stub: cannot load the TLS certificate or key: {exc}", file=sys.stderr)
+        return 1
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopped.set())

@@ -11,15 +11,9 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import urllib3
 
 from pipeline.stub import WoopraStub
-from transforms.http_client import (
-    WoopraClient,
-    describe_error,
-    is_retryable,
-    retry_after_seconds,
-)
+from transforms.http_client import WoopraClient, is_retryable
 from transforms.rate_limit import AdaptiveRateLimiter, WorkerThrottle
 from transforms.records import HTTP_4XX, RETRIES_EXHAUSTED, STAGE_SEND, WoopraRequest
 
@@ -45,6 +39,10 @@ class ScriptedServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.do_GET()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -107,14 +105,6 @@ def test_statuses_not_retried(status):
     assert not is_retryable(status)
 
 
-def test_retry_after_accepts_seconds_and_http_dates():
-    assert retry_after_seconds("3") == 3.0
-    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
-    assert retry_after_seconds(in_a_minute) == pytest.approx(60, abs=2)
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds(None) is None
-
-
 def test_success_is_any_2xx_in_one_attempt():
     with ScriptedServer(204) as server, client() as sender:
         outcome = sender.send(track(server.url))
@@ -172,7 +162,7 @@ def test_dropped_connections_are_retried_then_dead_lettered_without_the_url():
     letter = outcome.dead_letter
     assert letter is not None
     assert (letter.reason, letter.status, letter.attempts) == (RETRIES_EXHAUSTED, None, 2)
-    assert letter.detail == "ProtocolError: ConnectionResetError"
+    assert letter.detail == "ConnectionBrokenError: RECV_ERROR"
     assert "127.0.0.1" not in letter.detail
     assert "cookie" not in letter.detail
 
@@ -182,7 +172,7 @@ def test_timeouts_are_retried():
         outcome = sender.send(track(stub.url))
     assert outcome.dead_letter is not None
     assert (outcome.dead_letter.reason, outcome.attempts) == (RETRIES_EXHAUSTED, 2)
-    assert outcome.dead_letter.detail.startswith("ReadTimeout")
+    assert outcome.dead_letter.detail == "ReadTimeoutError: OPERATION_TIMEDOUT"
 
 
 def test_connection_refused_detail_has_no_url():
@@ -192,20 +182,9 @@ def test_connection_refused_detail_has_no_url():
     with client(max_attempts=2) as sender:
         outcome = sender.send(track(f"http://127.0.0.1:{port}"))
     assert outcome.dead_letter is not None
-    assert outcome.dead_letter.detail.startswith("NewConnectionError")
+    assert outcome.dead_letter.detail == "ConnectError: COULDNT_CONNECT"
     assert "?" not in outcome.dead_letter.detail
     assert str(port) not in outcome.dead_letter.detail
-
-
-def test_describe_error_names_types_only():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/track/ce?cookie=secret"
-    with pytest.raises(urllib3.exceptions.MaxRetryError) as raised:
-        urllib3.request("GET", url, timeout=1, retries=0)
-    assert "secret" in str(raised.value)
-    assert describe_error(raised.value) == "MaxRetryError: ConnectionRefusedError"
 
 
 def test_retry_after_is_honoured():

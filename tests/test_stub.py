@@ -352,3 +352,14 @@ def test_import_limits_answer_429_with_retry_after_while_a_window_is_full() -> N
 def test_cli_takes_the_import_options() -> None:
     with pytest.raises(SystemExit):
         main(["--import-limits", "nonsense", "--port", "0"])
+
+
+def test_cli_tls_key_needs_a_certificate() -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--tls-key", "key.pem", "--port", "0"])
+    assert exited.value.code == 2
+
+
+def test_cli_names_a_certificate_it_cannot_load(tmp_path: Path, capsys) -> None:
+    assert main(["--tls-cert", str(tmp_path / "missing.pem"), "--port", "0"]) == 1
+    assert "cannot load the TLS certificate" in capsys.readouterr().err

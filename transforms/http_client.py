@@ -10,17 +10,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-import urllib3
 from apache_beam.utils.retry import FuzzedExponentialIntervals
-from urllib3.exceptions import (
-    HTTPError,
-    InvalidHeader,
-    ProtocolError,
-    TimeoutError,
-)
-from urllib3.util.retry import Retry
 
 from transforms.circuit import CircuitBreaker, CircuitOpenError
+from transforms.http_transport import Answer, CurlTransport, TransportError
 from transforms.rate_limit import WorkerThrottle
 from transforms.records import (
     HTTP_4XX,
@@ -34,11 +27,6 @@ from transforms.stop import stop_requested, wait_for_stop
 
 _LOGGER = logging.getLogger(__name__)
 
-# Transport errors worth another attempt: the connection failed, broke, or timed out
-# (urllib3's NewConnectionError is a TimeoutError, a dropped connection a ProtocolError).
-_RETRYABLE_ERRORS = (TimeoutError, ProtocolError)
-# Used only for its Retry-After parser (delay-seconds or HTTP-date, capped at 6 hours).
-_RETRY_AFTER_PARSER = Retry(total=0)
 # A backoff wait looks at the stop flag and the circuit at least this often.
 _PAUSE_SLICE_SECONDS = 0.25
 INTERRUPTED_DETAIL = "the run was stopped before this request was sent"
@@ -47,30 +35,6 @@ INTERRUPTED_DETAIL = "the run was stopped before this request was sent"
 def is_retryable(status: int) -> bool:
     """Whether an HTTP status is worth another attempt: 408, 429, 5xx except 501 and 505."""
     return status in (408, 429) or (500 <= status <= 599 and status not in (501, 505))
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """A Retry-After header as seconds from now; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return float(_RETRY_AFTER_PARSER.parse_retry_after(value))
-    except InvalidHeader:
-        return None
-
-
-def describe_error(error: BaseException) -> str:
-    """An error's type and root cause by name only: their messages can hold the request URL."""
-    outer = type(error).__name__
-    cause: BaseException | None = error
-    for _ in range(5):
-        inner = next((a for a in reversed(cause.args) if isinstance(a, BaseException)), None)
-        inner = inner or cause.__cause__
-        if inner is None:
-            break
-        cause = inner
-    root = type(cause).__name__
-    return outer if root == outer else f"{outer}: {root}"
 
 
 @dataclass(frozen=True)
@@ -109,15 +73,15 @@ def dead_letter(
 
 
 class WoopraClient:
-    """A connection pool that sends requests with retries, backoff and the worker throttle.
+    """Sends requests with retries, backoff and the worker throttle, on one reused connection
+    per thread.
 
     Every attempt waits on the throttle first, so retries count against the rate and in-flight
     caps. Backoff is exponential with full jitter (Beam's FuzzedExponentialIntervals with
     fuzz=1), at least the Retry-After; no attempt starts after `max_retry_seconds` from the
-    first wait (an event can overrun that by one timeout). urllib3's own retries are off: each
-    attempt is classified and counted here. urllib3 rather than a requests.Session: the
-    session's per-request look-up of proxy settings in the environment doubled the CPU per
-    request, which capped a worker below the concurrency it was given.
+    first wait (an event can overrun that by one timeout). Each attempt is one exchange of the
+    transport (`CurlTransport`: no retries, redirects or proxies of its own), classified and
+    counted here.
     """
 
     def __init__(
@@ -138,7 +102,7 @@ class WoopraClient:
         self._timeout = timeout_seconds
         self._backoff_base = backoff_base_seconds
         self._backoff_cap = backoff_cap_seconds
-        self._pool = _pool_manager(pool_size=throttle.max_in_flight, timeout=timeout_seconds)
+        self._transport = CurlTransport(timeout_seconds)
 
     def __enter__(self) -> WoopraClient:
         return self
@@ -147,7 +111,7 @@ class WoopraClient:
         self.close()
 
     def close(self) -> None:
-        self._pool.clear()
+        self._transport.close()
 
     def send(
         self,
@@ -209,20 +173,20 @@ class WoopraClient:
                 continue
             attempts += 1
             sent_at = time.monotonic()
-            response, error = self._attempt(request, body, headers)
+            answer, error = self._attempt(request, body, headers)
             latencies.append(round((time.monotonic() - sent_at) * 1000))
-            statuses.append(None if response is None else response.status)
-            if response is None:
+            statuses.append(None if answer is None else answer.status)
+            if answer is None:
                 status = retry_after = None
-                detail = describe_error(error)
+                detail = error.describe()
                 self._report_to_circuit(reachable=False)
-                if not isinstance(error, _RETRYABLE_ERRORS):
+                if not error.retryable:
                     return outcome(RETRIES_EXHAUSTED, detail)
             else:
-                status = response.status
+                status = answer.status
                 self._report_to_circuit(reachable=status < 500)
                 detail = f"HTTP {status}"
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                retry_after = answer.retry_after
                 if status == 429:
                     throttled += 1
                     self._throttle.throttled(retry_after)
@@ -262,35 +226,11 @@ class WoopraClient:
 
     def _attempt(
         self, request: WoopraRequest, body: bytes | None, headers: dict[str, str] | None
-    ) -> tuple[urllib3.BaseHTTPResponse, None] | tuple[None, HTTPError]:
+    ) -> tuple[Answer, None] | tuple[None, TransportError]:
         """One HTTP exchange; the in-flight slot taken by the throttle is given back after it."""
         try:
-            # The body is read undecoded: a delivered request is never turned into a failure
-            # by a compressed body Woopra did not need to send.
-            response = self._pool.request(
-                request.method,
-                request.url(),
-                body=body,
-                headers=headers,
-                redirect=False,
-                decode_content=False,
-            )
-        except HTTPError as error:
+            return self._transport.exchange(request.method, request.url(), body, headers), None
+        except TransportError as error:
             return None, error
         finally:
             self._throttle.release()
-        return response, None
-
-
-def _pool_manager(pool_size: int, timeout: float) -> urllib3.PoolManager:
-    """A pool for many threads: one connection per in-flight request, no retries or redirects.
-
-    No cookies are kept (urllib3 has no cookie jar): one pool serves every device, and a
-    cookie Woopra sets for one visitor must not travel with the next visitor's request.
-    """
-    return urllib3.PoolManager(
-        num_pools=4,
-        maxsize=pool_size,
-        retries=False,
-        timeout=urllib3.Timeout(connect=timeout, read=timeout),
-    )
