@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import random
 
 from transforms.identity import resolve_device
@@ -11,6 +12,8 @@ from transforms.records import INVALID_TIMESTAMP, REQUEST_TOO_LARGE
 from transforms.visits import (
     ImportLine,
     build_visits,
+    device_visits,
+    mapped_events,
     needs_action_time,
     pack_bodies,
     sorted_json,
@@ -257,3 +260,122 @@ def test_spec_14_a_413_halves_a_body_first_ceil_half_then_the_rest():
     first, rest = body.halves()
     assert [line.device for line in first.lines] == ["d0", "d1", "d2"]
     assert [line.device for line in rest.lines] == ["d3", "d4"]
+
+
+def _expected_text(line: dict) -> bytes:
+    return json.dumps(line, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_spec_14_line_text_keeps_non_ascii_unescaped_and_sorts_nested_keys():
+    event = track(
+        1,
+        0,
+        traits={"name": "Zoë 😀", "city": "東京"},
+        properties={"b": {"z": 1, "a_b": "ü"}, "a": '\u2028\t"q"', "a_z": True},
+    )
+    (line,) = lines_of([event])[0]
+    assert "Zoë 😀".encode() in line.text
+    assert "東京".encode() in line.text
+    assert json.loads(line.text)["actions"][0]["properties"] == {
+        "a": '\u2028\t"q"',
+        "a_z": True,
+        "b_a_b": "ü",
+        "b_z": 1,
+    }
+    assert line.text == _expected_text(json.loads(line.text))
+
+
+def test_spec_14_floats_are_written_as_orjson_writes_them():
+    event = track(1, 0, properties={"small": 1.5e-7, "big": 1e16, "price": 121.93, "zero": -0.0})
+    (line,) = lines_of([event])[0]
+    assert b'"properties":{"big":1e+16,"price":121.93,"small":1.5e-7,"zero":-0.0}' in line.text
+
+
+def test_spec_14_an_integer_beyond_64_bits_writes_the_whole_line_as_json_does():
+    big = 2**70
+    events = [track(0, 0, properties={"n": big, "f": 1.5e-7}), track(1, 1, properties={"x": 1})]
+    (line,) = lines_of(events)[0]
+    parsed = json.loads(line.text)
+    assert parsed["actions"][0]["properties"]["n"] == big
+    assert line.text == _expected_text(parsed)
+    assert b"1.5e-07" in line.text  # json's spelling, the whole line through one encoder
+
+
+def test_spec_14_page_referrer_replaces_a_referer_property():
+    page = prepared(
+        type="page",
+        name="Home",
+        anonymousId="anon-1",
+        messageId="p1",
+        originalTimestamp=T0,
+        properties={"referer": "from-properties", "referrer": "https://google.com"},
+    )
+    (line,) = lines_of([page])[0]
+    assert json.loads(line.text)["actions"][0]["properties"]["referer"] == "https://google.com"
+
+
+def identify(n: int, minutes: float | None, device: str = "anon-1", **extra) -> PreparedEvent:
+    timestamp = {} if minutes is None else {"originalTimestamp": T0 + int(minutes * MINUTE)}
+    return prepared(
+        type="identify", anonymousId=device, messageId=f"{device}-i{n}", **timestamp, **extra
+    )
+
+
+def test_spec_14_an_identify_only_device_makes_one_visitor_update_per_visit():
+    events = [
+        identify(0, 0, traits={"plan": "free"}),
+        identify(1, 5, traits={"plan": "pro"}),
+        identify(2, 100, userId="u1"),
+    ]
+    lines, dead = lines_of(events)
+    assert dead == []
+    assert [json.loads(line.text) for line in lines] == [
+        {"visitor": {"cookie": "anon-1", "plan": "pro"}},
+        {"visitor": {"cookie": "anon-1", "id": "u1"}},
+    ]
+    assert [line.actions for line in lines] == [0, 0]
+    (body,) = pack_bodies(lines, 10_000)
+    assert (body.visit_count, body.event_count, body.line_count) == (0, 3, 2)
+    assert [mid for _, mid, _ in body.events] == ["anon-1-i0", "anon-1-i1", "anon-1-i2"]
+
+
+def test_spec_14_an_untimed_identify_before_any_visit_is_a_visitor_update_last_in_body_order():
+    events = [identify(0, None, userId="u1"), track(1, 0), track(2, 1)]
+    lines, _ = lines_of(events)
+    (body,) = pack_bodies(lines, 10_000)
+    assert [line.order[0] for line in body.lines] == [False, True]
+    assert [[e.message_id for e in line.events] for line in body.lines] == [
+        ["anon-1-001", "anon-1-002"],
+        ["anon-1-i0"],
+    ]
+    assert json.loads(body.lines[1].text) == {"visitor": {"cookie": "anon-1", "id": "u1"}}
+    assert body.text == b"\n".join(line.text for line in body.lines)
+    assert body.visit_count == 1
+
+
+def test_spec_14_a_device_split_over_bodies_and_halves_keeps_every_line_whole():
+    events = [track(n, n * 60, properties={"pad": "x" * (20 * n)}) for n in range(6)]
+    lines, _ = lines_of(events)
+    assert len(lines) == 6
+    texts = [line.text for line in lines]
+    limit = len(texts[0]) + len(texts[1]) + len(texts[2]) + 2
+    bodies = pack_bodies(lines, limit)
+    assert b"\n".join(b.text for b in bodies) == b"\n".join(texts)
+    assert [b.size for b in bodies] == [len(b.text) for b in bodies]
+    assert all(b.size <= limit for b in bodies)
+    assert sum(b.event_count for b in bodies) == 6
+    (whole,) = pack_bodies(lines, 1_000_000)
+    first, rest = whole.halves()
+    assert (first.text, rest.text) == (b"\n".join(texts[:3]), b"\n".join(texts[3:]))
+    assert [mid for _, mid, _ in rest.events] == ["anon-1-003", "anon-1-004", "anon-1-005"]
+    again = first.halves()
+    assert [b.text for b in again] == [b"\n".join(texts[:2]), texts[2]]
+
+
+def test_spec_14_device_lines_survive_pickling_as_beam_shuffles_them():
+    events = [track(0, 0), track(1, 100), identify(2, 101, userId="u1")]
+    (device,), _ = device_visits("cookie:anon-1", mapped_events(events, SETTINGS))
+    again = pickle.loads(pickle.dumps(device))
+    assert (again.text, again.event_ends, again.orders) == (device.text, device.event_ends, None)
+    assert [e.message_id for e in again.events] == [e.message_id for e in device.events]
+    assert [again.line(i).text for i in range(2)] == device.texts

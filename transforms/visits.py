@@ -20,8 +20,6 @@ DEFAULT_VISIT_GAP_MINUTES = 30.0
 DEFAULT_IMPORT_BATCH_BYTES = 1_000_000
 # Visit parameters, each from the visit's first event that has it.
 _VISIT_PARAMS = ("ip", "browser", "os", "device", "app", "timeout")
-# The named identity parameters and the visitor keys they replace.
-_VISITOR_IDENTITY = (("cookie", "cookie"), ("cv_id", "id"), ("cv_email", "email"))
 # The same text as orjson's, for what orjson refuses (integers beyond 64 bits).
 _SORTED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
@@ -47,24 +45,84 @@ class ImportLine:
 class DeviceLines:
     """One device's lines of one project in body order: what BuildVisits hands PackBodies.
 
-    Held column by column in tuples, so that a project's worth of lines costs the garbage
-    collector's passes two objects per device (this one and its events), not several per line,
-    and its packing sorts devices, not lines. Line i holds events[ends[i - 1]:ends[i]].
+    Held in as few objects as it can be, since PackBodies holds a project's worth of them and
+    the garbage collector walks every one, again and again, while more are built: the lines'
+    text as one `bytes` (joined by newlines, which JSON text never holds unescaped), the events,
+    and where each line's events end (line i holds events[event_ends[i - 1]:event_ends[i]]).
+    A line's place in body order is that of its first event (a visit's start and first
+    messageId) unless `orders` gives it.
     """
 
     project: str
     device: str
-    orders: tuple[tuple[bool, int, str], ...]
-    texts: tuple[bytes, ...]
-    actions: tuple[int, ...]
-    ends: tuple[int, ...]
+    text: bytes
+    event_ends: tuple[int, ...]
     events: tuple[PreparedEvent, ...]
+    orders: tuple[tuple[bool, int, str], ...] | None = None
+
+    # Written out: the one dataclasses would write is interpreted, this one compiled.
+    def __init__(
+        self,
+        project: str,
+        device: str,
+        text: bytes,
+        event_ends: tuple[int, ...],
+        events: tuple[PreparedEvent, ...],
+        orders: tuple[tuple[bool, int, str], ...] | None = None,
+    ) -> None:
+        self.project = project
+        self.device = device
+        self.text = text
+        self.event_ends = event_ends
+        self.events = events
+        self.orders = orders
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle's default makes an empty object first, which a compiled __init__ refuses.
+        fields = (self.project, self.device, self.text, self.event_ends, self.events, self.orders)
+        return DeviceLines, fields
+
+    @property
+    def line_count(self) -> int:
+        return len(self.event_ends)
+
+    @property
+    def texts(self) -> list[bytes]:
+        return self.text.split(b"\n")
+
+    def order(self, index: int) -> tuple[bool, int, str]:
+        if self.orders is not None:
+            return self.orders[index]
+        return _event_order(self.events[self.event_ends[index - 1] if index else 0])
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """Where the text of lines start..end (end excluded, start < end) is in `text`."""
+        text = self.text
+        if start == 0 and end == len(self.event_ends):
+            return 0, len(text)
+        first = 0
+        for _ in range(start):
+            first = text.index(b"\n", first) + 1
+        last = first
+        for _ in range(end - start):
+            last = text.find(b"\n", last + 1)
+            if last < 0:
+                return first, len(text)
+        return first, last
 
     def line(self, index: int) -> ImportLine:
-        start = self.ends[index - 1] if index else 0
-        events = list(self.events[start : self.ends[index]])
-        order, text, actions = self.orders[index], self.texts[index], self.actions[index]
-        return ImportLine(self.project, self.device, order, text, actions, events)
+        start = self.event_ends[index - 1] if index else 0
+        events = list(self.events[start : self.event_ends[index]])
+        first, last = self.span(index, index + 1)
+        actions = sum([1 for event in events if event.event_type != "identify"])
+        text = self.text[first:last]
+        return ImportLine(self.project, self.device, self.order(index), text, actions, events)
+
+
+def _event_order(event: PreparedEvent) -> tuple[bool, int, str]:
+    """The body order of a visit that starts with this event."""
+    timestamp = event.timestamp_ms
+    return (timestamp is None, timestamp or 0, event.message_id or "")
 
 
 def _by_device(lines: Iterable[ImportLine]) -> list[DeviceLines]:
@@ -92,26 +150,11 @@ def _device_lines(lines: list[ImportLine]) -> DeviceLines:
     return DeviceLines(
         first.project,
         first.device,
-        tuple([line.order for line in lines]),
-        tuple([line.text for line in lines]),
-        tuple([line.actions for line in lines]),
+        b"\n".join([line.text for line in lines]),
         tuple(ends),
         tuple(events),
+        tuple([line.order for line in lines]),
     )
-
-
-def _resorted(device: DeviceLines) -> DeviceLines:
-    return _device_lines([device.line(index) for index in range(len(device.texts))])
-
-
-def _lines_in_body_order(orders: list[tuple[bool, int, str]], texts: list[bytes]) -> bool:
-    """Whether one device's lines of one project are in body order already (as visits of
-    events in send order are)."""
-    for index in range(1, len(orders)):
-        before, after = orders[index - 1], orders[index]
-        if before > after or (before == after and texts[index - 1] > texts[index]):
-            return False
-    return True
 
 
 def _line_order(line: ImportLine) -> tuple[tuple[bool, int, str], bytes]:
@@ -137,16 +180,14 @@ class ImportBody:
 
     @property
     def text(self) -> bytes:
-        return b"\n".join(
-            [text for device, start, end in self.parts for text in device.texts[start:end]]
-        )
+        return b"\n".join([_part_text(device, start, end) for device, start, end in self.parts])
 
     @property
     def size(self) -> int:
         size = -1
         for device, start, end in self.parts:
-            for text in device.texts[start:end]:
-                size += len(text) + 1
+            first, last = device.span(start, end)
+            size += last - first + 1
         return size
 
     @property
@@ -164,7 +205,15 @@ class ImportBody:
     @property
     def visit_count(self) -> int:
         """Lines with actions: visits, not visitor updates."""
-        return sum([1 for device, start, end in self.parts for n in device.actions[start:end] if n])
+        count = 0
+        for device, start, end in self.parts:
+            events, ends = device.events, device.event_ends
+            for index in range(start, end):
+                for event in events[(ends[index - 1] if index else 0) : ends[index]]:
+                    if event.event_type != "identify":
+                        count += 1
+                        break
+        return count
 
     @property
     def devices(self) -> list[str]:
@@ -198,9 +247,14 @@ class ImportBody:
         )
 
 
+def _part_text(device: DeviceLines, start: int, end: int) -> bytes:
+    first, last = device.span(start, end)
+    return device.text if last - first == len(device.text) else device.text[first:last]
+
+
 def _event_range(device: DeviceLines, start: int, end: int) -> tuple[int, int]:
     """Where the events of lines start..end of a device are in its events."""
-    return (device.ends[start - 1] if start else 0), device.ends[end - 1]
+    return (device.event_ends[start - 1] if start else 0), device.event_ends[end - 1]
 
 
 def needs_action_time(prepared: PreparedEvent) -> DeadLetter | None:
@@ -219,11 +273,14 @@ def sorted_json(line: Any) -> bytes:
         return _SORTED_JSON.encode(line).encode("utf-8")
 
 
-# What a parameter is in a line: a visitor key (cv_...), an action property (ce_...) or
-# neither, and its key there. Names repeat from event to event, so each distinct name is
+# What a parameter is in a line, and its key there: a visitor key (cv_...), a named identity
+# (cookie, cv_id, cv_email: the last one of a visit replaces custom visitor keys of the same
+# name), an action property (ce_..., and referer, which replaces ce_referer), a visit
+# parameter, or none of these. Names repeat from event to event, so each distinct name is
 # worked out once, not sliced anew for every event (that was a fifth of visit building); the
 # cache is bounded, since custom names come from the data.
-_OTHER_KEY, _VISITOR_KEY, _PROPERTY_KEY = 0, 1, 2
+_OTHER_KEY, _VISITOR_KEY, _PROPERTY_KEY, _VISIT_KEY = 0, 1, 2, 3
+_COOKIE_KEY, _ID_KEY, _EMAIL_KEY, _REFERER_KEY = 4, 5, 6, 7
 _LINE_KEYS: dict[str, tuple[int, str]] = {}
 _LINE_KEYS_MAX = 10_000
 
@@ -232,10 +289,20 @@ def _line_key(name: str) -> tuple[int, str]:
     known = _LINE_KEYS.get(name)
     if known is not None:
         return known
-    if name.startswith("cv_"):
-        known = (_VISITOR_KEY, name[3:])
-    elif name.startswith("ce_"):
+    if name.startswith("ce_"):
         known = (_PROPERTY_KEY, name[3:])
+    elif name == "cv_id":
+        known = (_ID_KEY, "id")
+    elif name == "cv_email":
+        known = (_EMAIL_KEY, "email")
+    elif name.startswith("cv_"):
+        known = (_VISITOR_KEY, name[3:])
+    elif name in _VISIT_PARAMS:
+        known = (_VISIT_KEY, name)
+    elif name == "cookie":
+        known = (_COOKIE_KEY, name)
+    elif name == "referer":
+        known = (_REFERER_KEY, name)
     else:
         known = (_OTHER_KEY, name)
     if len(_LINE_KEYS) < _LINE_KEYS_MAX:
@@ -243,62 +310,165 @@ def _line_key(name: str) -> tuple[int, str]:
     return known
 
 
-class _Visit:
-    """A visit being assembled from one device's events in send order."""
+class _ProjectLines:
+    """One device's lines of one project, built visit by visit from its events in send order.
 
-    def __init__(self, start: int | None, first_message_id: str | None) -> None:
-        self.start = start
-        self.first_message_id = first_message_id or ""
+    One builder per device and project, not one object per visit: the visit being built is
+    held in its fields and its dicts are emptied for the next one, so that building allocates
+    little beyond what each line needs.
+    """
+
+    def __init__(self, project: str, gap_ms: float, max_line_bytes: int) -> None:
+        self.project = project
+        self.gap_ms = gap_ms
+        self.max_line_bytes = max_line_bytes
+        self.texts: list[bytes] = []
+        self.event_ends: list[int] = []
+        self.events: list[PreparedEvent] = []
+        self.dead: list[DeadLetter] = []
+        self.previous_ms: int | None = None
+        self.in_body_order = True
+        # The visit being built: where its events start, its order, what its line holds.
+        self.started = False
+        self.first_event = 0
+        self.order: tuple[bool, int, str] = (False, 0, "")
         self.visitor: dict[str, Any] = {}
-        self.identity: list[Any] = [None, None, None]  # the last cookie, cv_id, cv_email
         self.visit: dict[str, Any] = {}
         self.actions: list[dict[str, Any]] = []
-        self.events: list[PreparedEvent] = []
+        self.cookie: Any = None
+        self.cv_id: Any = None
+        self.cv_email: Any = None
+        # The last line kept, to tell whether the lines come in body order.
+        self.last_order: tuple[bool, int, str] | None = None
+        self.last_text = b""
 
     def add(self, prepared: PreparedEvent, params: dict[str, Any]) -> None:
+        """The next event with its mapped parameters; more than the gap after the previous
+        one starts a new visit (an event without a timestamp joins the last one)."""
+        timestamp = prepared.timestamp_ms
+        previous = self.previous_ms
+        if not self.started or (
+            timestamp is not None and (previous is None or timestamp - previous > self.gap_ms)
+        ):
+            if self.started:
+                self._end_visit()
+            self.started = True
+            self.order = _event_order(prepared)
+        if timestamp is not None:
+            self.previous_ms = timestamp
         self.events.append(prepared)
         visitor = self.visitor
         properties: dict[str, Any] = {}
+        referer: Any = None
         for name, value in params.items():  # one pass over the parameters
             kind, key = _line_key(name)
-            if kind == _VISITOR_KEY:
-                visitor[key] = value
-            elif kind == _PROPERTY_KEY:
+            if kind == _PROPERTY_KEY:
                 properties[key] = value
-        identity = self.identity
-        for index, (param, _) in enumerate(_VISITOR_IDENTITY):
-            value = params.get(param)
-            if value is not None:
-                identity[index] = value
-        visit = self.visit
-        if len(visit) < len(_VISIT_PARAMS):
-            for name in _VISIT_PARAMS:
-                if name not in visit and name in params:
-                    visit[name] = params[name]
+            elif kind == _VISITOR_KEY:
+                visitor[key] = value
+            elif kind == _VISIT_KEY:
+                if key not in self.visit:  # each from the visit's first event that has it
+                    self.visit[key] = value
+            elif kind == _COOKIE_KEY:
+                if value is not None:
+                    self.cookie = value
+            elif kind == _ID_KEY:
+                visitor[key] = value
+                if value is not None:
+                    self.cv_id = value
+            elif kind == _EMAIL_KEY:
+                visitor[key] = value
+                if value is not None:
+                    self.cv_email = value
+            elif kind == _REFERER_KEY:
+                referer = value
         if prepared.event_type != "identify":
-            referer = params.get("referer")
             if referer is not None:
                 properties["referer"] = referer
             self.actions.append(
                 {"name": params["event"], "time": params["timestamp"], "properties": properties}
             )
 
-    @property
-    def order(self) -> tuple[bool, int, str]:
-        return (self.start is None, self.start or 0, self.first_message_id)
-
-    def line(self) -> dict[str, Any]:
-        """The visit's line; the named identity replaces custom keys of the same name."""
+    def _end_visit(self) -> None:
+        """The visit's line, kept, or its events dead-lettered when it is over the limit."""
         visitor = self.visitor
-        for index, (_, key) in enumerate(_VISITOR_IDENTITY):
-            if self.identity[index] is not None:
-                visitor[key] = self.identity[index]
+        if self.cookie is not None:
+            visitor["cookie"] = self.cookie
+        if self.cv_id is not None:
+            visitor["id"] = self.cv_id
+        if self.cv_email is not None:
+            visitor["email"] = self.cv_email
         line: dict[str, Any] = {"visitor": visitor}
         if self.actions:
             if self.visit:
                 line["visit"] = self.visit
             line["actions"] = self.actions
-        return line
+        text = sorted_json(line)
+        events = self.events
+        if len(text) > self.max_line_bytes:
+            detail = f"import line is {len(text)} bytes, over {self.max_line_bytes}"
+            for event in events[self.first_event :]:
+                self.dead.append(
+                    DeadLetter(event.message_id, STAGE_MAP, REQUEST_TOO_LARGE, detail, event.event)
+                )
+            del events[self.first_event :]
+        else:
+            last_order = self.last_order
+            if last_order is not None and (
+                last_order > self.order or (last_order == self.order and self.last_text > text)
+            ):
+                self.in_body_order = False
+            self.last_order, self.last_text = self.order, text
+            self.texts.append(text)
+            self.event_ends.append(len(events))
+        self.first_event = len(events)
+        visitor.clear()
+        self.visit.clear()
+        self.actions.clear()
+        self.cookie = self.cv_id = self.cv_email = None
+
+    def device_lines(self, device: str) -> DeviceLines | None:
+        """The lines built, in body order (None if every visit was over the limit)."""
+        if self.started:
+            self._end_visit()
+            self.started = False
+        if not self.texts:
+            return None
+        lines = DeviceLines(
+            self.project,
+            device,
+            b"\n".join(self.texts),
+            tuple(self.event_ends),
+            tuple(self.events),
+        )
+        if self.in_body_order:
+            return lines
+        return _device_lines([lines.line(index) for index in range(lines.line_count)])
+
+
+def _project_lines(
+    mapped: Iterable[tuple[PreparedEvent, dict[str, Any]]],
+    visit_gap_minutes: float,
+    max_line_bytes: int,
+) -> list[_ProjectLines]:
+    """One device's mapped events (in send order) cut into visits per project, in the order
+    the projects first appear."""
+    gap_ms = visit_gap_minutes * 60_000
+    builders: list[_ProjectLines] = []
+    current: _ProjectLines | None = None
+    for prepared, params in mapped:
+        project = prepared.project
+        if current is None or current.project != project:
+            current = None
+            for builder in builders:
+                if builder.project == project:
+                    current = builder
+                    break
+            if current is None:
+                current = _ProjectLines(project, gap_ms, max_line_bytes)
+                builders.append(current)
+        current.add(prepared, params)
+    return builders
 
 
 def build_visits(
@@ -338,23 +508,9 @@ def visit_lines(
     visit_gap_minutes: float = DEFAULT_VISIT_GAP_MINUTES,
     max_line_bytes: int = DEFAULT_IMPORT_BATCH_BYTES,
 ) -> tuple[list[ImportLine], list[DeadLetter]]:
-    """One device's mapped events (in send order) cut into visits per project (SPEC §14).
-
-    A new visit starts when an event comes more than the gap after the previous one; an
-    identify without a timestamp joins the device's last visit, or makes a visitor update.
-    A line over `max_line_bytes` dead-letters its events as `request_too_large`.
-    """
-    lines: list[ImportLine] = []
-    dead: list[DeadLetter] = []
-    for project, project_visits in _visits(mapped, visit_gap_minutes).items():
-        for visit in project_visits:
-            text = _visit_text(visit, max_line_bytes, dead)
-            if text is not None:
-                order = visit.order
-                lines.append(
-                    ImportLine(project, device, order, text, len(visit.actions), visit.events)
-                )
-    return lines, dead
+    """device_visits' lines one by one, in body order per project."""
+    devices, dead = device_visits(device, mapped, visit_gap_minutes, max_line_bytes)
+    return [lines.line(index) for lines in devices for index in range(lines.line_count)], dead
 
 
 def device_visits(
@@ -363,70 +519,21 @@ def device_visits(
     visit_gap_minutes: float = DEFAULT_VISIT_GAP_MINUTES,
     max_line_bytes: int = DEFAULT_IMPORT_BATCH_BYTES,
 ) -> tuple[list[DeviceLines], list[DeadLetter]]:
-    """visit_lines' lines as DeviceLines, one per project, without an ImportLine each."""
+    """One device's mapped events (in send order) cut into visits per project (SPEC §14), as
+    one DeviceLines per project.
+
+    A new visit starts when an event comes more than the gap after the previous one; an
+    identify without a timestamp joins the device's last visit, or makes a visitor update.
+    A line over `max_line_bytes` dead-letters its events as `request_too_large`.
+    """
     devices: list[DeviceLines] = []
     dead: list[DeadLetter] = []
-    for project, project_visits in _visits(mapped, visit_gap_minutes).items():
-        orders: list[tuple[bool, int, str]] = []
-        texts: list[bytes] = []
-        actions: list[int] = []
-        ends: list[int] = []
-        events: list[PreparedEvent] = []
-        for visit in project_visits:
-            text = _visit_text(visit, max_line_bytes, dead)
-            if text is not None:
-                orders.append(visit.order)
-                texts.append(text)
-                actions.append(len(visit.actions))
-                events.extend(visit.events)
-                ends.append(len(events))
-        if texts:
-            lines = DeviceLines(
-                project,
-                device,
-                tuple(orders),
-                tuple(texts),
-                tuple(actions),
-                tuple(ends),
-                tuple(events),
-            )
-            devices.append(lines if _lines_in_body_order(orders, texts) else _resorted(lines))
+    for builder in _project_lines(mapped, visit_gap_minutes, max_line_bytes):
+        lines = builder.device_lines(device)
+        if lines is not None:
+            devices.append(lines)
+        dead.extend(builder.dead)
     return devices, dead
-
-
-def _visits(
-    mapped: Iterable[tuple[PreparedEvent, dict[str, Any]]], visit_gap_minutes: float
-) -> dict[str, list[_Visit]]:
-    """One device's visits per project."""
-    gap_ms = visit_gap_minutes * 60_000
-    visits: dict[str, list[_Visit]] = {}
-    previous_ms: dict[str, int] = {}
-    for prepared, params in mapped:
-        project = prepared.project
-        project_visits = visits.setdefault(project, [])
-        timestamp = prepared.timestamp_ms
-        last = previous_ms.get(project)
-        if not project_visits or (
-            timestamp is not None and (last is None or timestamp - last > gap_ms)
-        ):
-            project_visits.append(_Visit(timestamp, prepared.message_id))
-        if timestamp is not None:
-            previous_ms[project] = timestamp
-        project_visits[-1].add(prepared, params)
-    return visits
-
-
-def _visit_text(visit: _Visit, max_line_bytes: int, dead: list[DeadLetter]) -> bytes | None:
-    """The visit's line, or None with its events dead-lettered when it is over the limit."""
-    text = sorted_json(visit.line())
-    if len(text) > max_line_bytes:
-        detail = f"import line is {len(text)} bytes, over {max_line_bytes}"
-        dead.extend(
-            DeadLetter(e.message_id, STAGE_MAP, REQUEST_TOO_LARGE, detail, e.event)
-            for e in visit.events
-        )
-        return None
-    return text
 
 
 def pack_bodies(
@@ -450,10 +557,18 @@ def pack_devices(
     size = 0
     project: str | None = None
     for device in _devices_in_body_order(devices):
-        texts = device.texts
+        count, whole = device.line_count, len(device.text)
+        if parts and device.project == project and size + 1 + whole <= max_body_bytes:
+            parts.append((device, 0, count))  # all of its lines fit: the common case
+            size += 1 + whole
+            continue
         start = 0
-        for index in range(len(texts)):
-            length = len(texts[index])
+        line_start = 0
+        for index in range(count):
+            line_end = device.text.find(b"\n", line_start)
+            if line_end < 0:
+                line_end = whole
+            length, line_start = line_end - line_start, line_end + 1
             if (parts or index > start) and (
                 device.project != project or size + 1 + length > max_body_bytes
             ):
@@ -465,8 +580,8 @@ def pack_devices(
                 project, size = device.project, length
             else:
                 size += 1 + length
-        if len(texts) > start:
-            parts.append((device, start, len(texts)))
+        if count > start:
+            parts.append((device, start, count))
     if parts:
         bodies.append(ImportBody(project or "", _next_index(bodies, project), parts))
     return bodies
@@ -479,8 +594,8 @@ def _devices_in_body_order(devices: Iterable[DeviceLines]) -> list[DeviceLines]:
     for device in ordered:
         if merged and _device_order(merged[-1]) == _device_order(device):
             previous = merged.pop()
-            lines = [previous.line(i) for i in range(len(previous.texts))]
-            lines += [device.line(i) for i in range(len(device.texts))]
+            lines = [previous.line(i) for i in range(previous.line_count)]
+            lines += [device.line(i) for i in range(device.line_count)]
             merged.append(_device_lines(lines))
         else:
             merged.append(device)
