@@ -16,11 +16,11 @@ setup_venv() {
     rm -f "$VENV"/.installed-*
     touch "$STAMP"
   elif compiled_modules_are_stale; then
-    echo "installing the mapping modules again (a transforms/ module changed) ..."
+    echo "installing the mapping modules again (a transforms/core/ module changed) ..."
     quietly "$VENV/bin/python" -m pip install --no-deps -e .
   fi
   if [ -n "${WOOPRA_BEAM_PURE_PYTHON:-}" ]; then
-    rm -f transforms/*.so ./*__mypyc.*.so
+    rm -f transforms/core/*.so ./*__mypyc.*.so
   fi
 }
 
@@ -39,7 +39,7 @@ quietly() {
 compiled_modules_are_stale() {
   [ -z "${WOOPRA_BEAM_PURE_PYTHON:-}" ] || return 1
   local compiled
-  for compiled in transforms/*.so; do
+  for compiled in transforms/core/*.so; do
     [ -e "$compiled" ] || return 0 # none compiled yet
     if [ "${compiled%%.*}.py" -nt "$compiled" ] || [ setup.py -nt "$compiled" ]; then
       return 0

@@ -9,15 +9,15 @@ from setuptools import setup
 # The pure functions every event goes through (SPEC §1-§9, §14), and the values they return;
 # the decoder of warehouse rows (SPEC §12).
 COMPILED_MODULES = [
-    "transforms/avro_rows.py",
-    "transforms/fields.py",
-    "transforms/mapping.py",
-    "transforms/records.py",
-    "transforms/standard_traits.py",
-    "transforms/timestamps.py",
-    "transforms/useragent.py",
-    "transforms/values.py",
-    "transforms/visits.py",
+    "transforms/core/avro_rows.py",
+    "transforms/core/fields.py",
+    "transforms/core/mapping.py",
+    "transforms/core/records.py",
+    "transforms/core/standard_traits.py",
+    "transforms/core/timestamps.py",
+    "transforms/core/useragent.py",
+    "transforms/core/values.py",
+    "transforms/core/visits.py",
 ]
 
 if os.environ.get("WOOPRA_BEAM_PURE_PYTHON"):

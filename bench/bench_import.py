@@ -34,10 +34,9 @@ from typing import Any
 
 from bench.bench_mapping import SETTINGS, Timing, _map_all, _row, timed_pass
 from bench.events import DEFAULT_SEED, generate_events
-from transforms.identity import resolve_device
-from transforms.mapping import PreparedEvent, build_request, prepare_event, request_of
-from transforms.records import WoopraRequest
-from transforms.visits import (
+from transforms.core.mapping import PreparedEvent, build_request, prepare_event, request_of
+from transforms.core.records import WoopraRequest
+from transforms.core.visits import (
     DEFAULT_IMPORT_BATCH_BYTES,
     DEFAULT_VISIT_GAP_MINUTES,
     DeviceLines,
@@ -47,6 +46,7 @@ from transforms.visits import (
     needs_action_time,
     pack_devices,
 )
+from transforms.identity import resolve_device
 
 
 def devices_of(events: list[dict[str, Any]]) -> list[tuple[str, list[PreparedEvent]]]:

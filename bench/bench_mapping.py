@@ -54,10 +54,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transforms import mapping as mapping_module
-from transforms.mapping import MappingSettings, build_request, map_event, prepare_event
+from transforms.core import mapping as mapping_module
+from transforms.core.mapping import MappingSettings, build_request, map_event, prepare_event
+from transforms.core.records import DeadLetter, WoopraRequest
 from transforms.parse import parse_record
-from transforms.records import DeadLetter, WoopraRequest
 
 try:
     from bench.events import DEFAULT_SEED, generate_lines

@@ -83,8 +83,8 @@ from bench.bench_sink import (  # noqa: E402
 )
 from pipeline.local_runner import local_streaming_fixes  # noqa: E402
 from tests.pubsub_emulator import EMULATOR_HOST_ENV, PubSubEmulator  # noqa: E402
+from transforms.core.mapping import PreparedEvent  # noqa: E402
 from transforms.identity import StreamingSettings, _StreamingResolveFn  # noqa: E402
-from transforms.mapping import PreparedEvent  # noqa: E402
 
 PROJECT = "bench-project"
 PUBLISH_BATCH = 1000  # Pub/Sub's most messages per publish request

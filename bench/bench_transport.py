@@ -4,7 +4,7 @@ Starts `woopra-stub --latency-ms 0` as a child (so that its CPU is not counted) 
 `--requests` (3,000) tracking GETs, after `--warm-up` (300), through each client in turn,
 `--rounds` (3) times, alternating, so that both see the same load on the shared machine:
 
-- curl: `transforms.http_transport.CurlTransport`, the sink's transport;
+- curl: `transforms.delivery.http_transport.CurlTransport`, the sink's transport;
 - urllib3: the `urllib3.PoolManager` the sink used before it (no retries, no redirects, no
   body decoding, connect and read timeouts), for comparison only.
 
@@ -32,8 +32,8 @@ import urllib3
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_sink import start_stub, stop_stub
-from transforms.http_transport import CurlTransport
-from transforms.records import WoopraRequest
+from transforms.core.records import WoopraRequest
+from transforms.delivery.http_transport import CurlTransport
 
 TIMEOUT_SECONDS = 10.0
 

@@ -11,7 +11,13 @@ from pipeline.options import WoopraOptions, apply_defaults, is_streaming, valida
 from pipeline.plan import MakePlan
 from pipeline.replay import ReadDeadLetters
 from pipeline.sources import RECORDS, ReadEventFiles, ReadPubSubMessages
-from transforms.file_sink import WriteDeadLetters, WriteRequests
+from transforms.core.mapping import MappingSettings
+from transforms.core.records import DEAD_LETTER_TAG
+from transforms.core.redact import redact_url
+from transforms.delivery.file_sink import WriteDeadLetters, WriteRequests
+from transforms.delivery.import_sink import ImportSettings, SendImportBodies
+from transforms.delivery.ledger import ReadLedgerKeys
+from transforms.delivery.sink import DeliverySettings, WriteToWoopra
 from transforms.filtering import FilterEvents, FilterSettings
 from transforms.identity import ResolveIdentity, StreamingSettings
 from transforms.identity_state import (
@@ -20,14 +26,8 @@ from transforms.identity_state import (
     newest_generation_files,
 )
 from transforms.import_bodies import BuildVisits, PackBodies, VisitSettings, WriteImportBodies
-from transforms.import_sink import ImportSettings, SendImportBodies
-from transforms.ledger import ReadLedgerKeys
 from transforms.map_to_woopra import MapToWoopra, ValidateEvents
-from transforms.mapping import MappingSettings
 from transforms.parse import ParseEvents
-from transforms.records import DEAD_LETTER_TAG
-from transforms.redact import redact_url
-from transforms.sink import DeliverySettings, WriteToWoopra
 from transforms.warehouse import RowsToEvents
 
 

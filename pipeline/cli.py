@@ -45,10 +45,10 @@ from pipeline.report import (
     run_report,
     write_report,
 )
+from transforms.delivery.import_limits import longest_window_seconds, parse_limits
+from transforms.delivery.ledger import compact
+from transforms.delivery.ledger_lock import LedgerLock, LedgerLockedError, LedgerUnavailableError
 from transforms.identity_state import publish_generation
-from transforms.import_limits import longest_window_seconds, parse_limits
-from transforms.ledger import compact
-from transforms.ledger_lock import LedgerLock, LedgerLockedError, LedgerUnavailableError
 
 _LOGGER = logging.getLogger("woopra")
 # How soon a streaming run notices Ctrl-C or SIGTERM.

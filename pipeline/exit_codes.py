@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from transforms.circuit import service_name
-from transforms.records import RETRIES_EXHAUSTED
+from transforms.core.records import RETRIES_EXHAUSTED
+from transforms.delivery.circuit import service_name
 
 OK = 0  # every event accounted for; dead letters of single events are data
 FAILED = 1  # damaged input, an open circuit, or counts that do not add up

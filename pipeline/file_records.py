@@ -24,10 +24,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.avro_rows import flat_record_decoder
+from transforms.core.avro_rows import flat_record_decoder
+from transforms.core.records import METRICS_NAMESPACE, STAGE_READ, UNREADABLE_FILE, DeadLetter
 from transforms.parse import UTF8_BOM
 from transforms.progress import ProgressCounter
-from transforms.records import METRICS_NAMESPACE, STAGE_READ, UNREADABLE_FILE, DeadLetter
 
 # The report's list of damaged files is this string-set metric.
 DAMAGED_FILES_METRIC = "damaged_files"
@@ -84,7 +84,7 @@ def read_avro_rows(
     """The rows of an Avro warehouse table, keeping the columns that `columns(path, names)`
     names (all of them when it gives None).
 
-    Flat records (warehouse tables are) are read by transforms/avro_rows.py, several times
+    Flat records (warehouse tables are) are read by transforms/core/avro_rows.py, several times
     faster than fastavro's general reader; fastavro still reads the file's header and blocks,
     and any other schema. A block that the fast decoder cannot read is read again by
     fastavro, so that the records before the damage and the error are fastavro's own.

@@ -7,7 +7,7 @@ import logging
 import signal
 from collections.abc import Iterator
 
-from transforms.stop import clear_stop, request_stop
+from transforms.delivery.stop import clear_stop, request_stop
 
 _LOGGER = logging.getLogger("woopra")
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -21,8 +21,8 @@ class StopSignal:
 
 @contextlib.contextmanager
 def graceful_stop() -> Iterator[StopSignal]:
-    """While the block runs, a first SIGINT or SIGTERM asks the sink to stop (transforms/stop.py)
-    and a second one aborts at once (KeyboardInterrupt).
+    """While the block runs, a first SIGINT or SIGTERM asks the sink to stop
+    (transforms/delivery/stop.py) and a second one aborts at once (KeyboardInterrupt).
 
     The handler only sets a flag, so the runner is never cut off in the middle of a step: the
     requests in flight finish, the rest are dead-lettered `interrupted`, and the pipeline

@@ -9,10 +9,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline.local_runner import DEFAULT_PULL_MAX_MESSAGES
 from pipeline.replay import KNOWN_REASONS
-from transforms.import_limits import DEFAULT_IMPORT_LIMITS, parse_limits
-from transforms.import_sink import APP_ID_ENV, SECRET_KEY_ENV, credentials_from_environment
-from transforms.mapping import DEFAULT_BASE_URL
-from transforms.visits import DEFAULT_IMPORT_BATCH_BYTES, DEFAULT_VISIT_GAP_MINUTES
+from transforms.core.mapping import DEFAULT_BASE_URL
+from transforms.core.visits import DEFAULT_IMPORT_BATCH_BYTES, DEFAULT_VISIT_GAP_MINUTES
+from transforms.delivery.import_limits import DEFAULT_IMPORT_LIMITS, parse_limits
+from transforms.delivery.import_sink import APP_ID_ENV, SECRET_KEY_ENV, credentials_from_environment
 
 # Beam's DirectRunner first tries the Prism runner, which downloads a binary: these local
 # runners need nothing from the network and are what the DirectRunner falls back to.

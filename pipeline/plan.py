@@ -11,9 +11,9 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.delivery.import_limits import ImportWindows, parse_limits
+from transforms.delivery.ledger import read_request_log, write_immutable
 from transforms.import_bodies import body_stats
-from transforms.import_limits import ImportWindows, parse_limits
-from transforms.ledger import read_request_log, write_immutable
 
 _LOGGER = logging.getLogger("woopra")
 

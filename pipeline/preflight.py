@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.arguments import UserError
 from pipeline.options import WoopraOptions
-from transforms.file_sink import DEAD_LETTERS_PREFIX
+from transforms.delivery.file_sink import DEAD_LETTERS_PREFIX
 
 _LOGGER = logging.getLogger(__name__)
 # The longest wait for Pub/Sub to say whether a subscription or topic exists.

@@ -17,7 +17,7 @@ from apache_beam.io import fileio
 from apache_beam.io.textio import ReadAllFromText
 from apache_beam.metrics import Metrics
 
-from transforms.records import (
+from transforms.core.records import (
     DEAD_LETTER_REASONS,
     METRICS_NAMESPACE,
     UNREADABLE_FILE,

@@ -14,10 +14,10 @@ from apache_beam.runners.runner import PipelineResult
 from pipeline.file_records import DAMAGED_FILES_METRIC
 from pipeline.replay import REPLAY_SKIPPED
 from pipeline.samples import dead_letter_samples
-from transforms.circuit import UNREACHABLE_SERVICES, circuit_open_metric
-from transforms.file_sink import dead_letter_metric
-from transforms.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE
-from transforms.sink import DROPPED, HTTP_STATUS_PREFIX, THROTTLED_WALL_MS
+from transforms.core.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE
+from transforms.delivery.circuit import UNREACHABLE_SERVICES, circuit_open_metric
+from transforms.delivery.file_sink import dead_letter_metric
+from transforms.delivery.sink import DROPPED, HTTP_STATUS_PREFIX, THROTTLED_WALL_MS
 
 REPORT_FILE = "report.json"
 FILTERED_PREFIX = "filtered_"

@@ -14,7 +14,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.file_sink import DEAD_LETTERS_PREFIX, SUFFIX
+from transforms.delivery.file_sink import DEAD_LETTERS_PREFIX, SUFFIX
 
 REDACTED = "[redacted]"
 # Keys whose values are credentials wherever they appear in an event.

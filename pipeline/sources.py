@@ -29,7 +29,7 @@ from pipeline.file_records import (
     read_json_lines,
     read_parquet_records,
 )
-from transforms.records import DEAD_LETTER_TAG, DeadLetter
+from transforms.core.records import DEAD_LETTER_TAG, DeadLetter
 
 JSONL, JSON, AVRO, PARQUET = "jsonl", "json", "avro", "parquet"
 FORMATS = (JSONL, JSON, AVRO, PARQUET)

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 from pyrate_limiter import InMemoryBucket, Rate, RateItem
 from urllib3.util import make_headers
 
-from transforms.import_limits import parse_limits
+from transforms.delivery.import_limits import parse_limits
 
 IMPORT_PATH = "/rest/3.0/import"
 # Path -> the one method Woopra accepts there.

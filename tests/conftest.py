@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-import transforms
+import transforms.core
 
 pytest_plugins = ["tests.pubsub_emulator", "tests.gcs_emulator"]
 
 
 def stale_compiled_modules() -> list[str]:
     """Compiled modules (mypyc, see setup.py) whose source changed after they were built."""
-    package = Path(transforms.__file__).parent
+    package = Path(transforms.core.__file__).parent
     stale = []
     for compiled in package.glob("*.so"):
         source = package / (compiled.name.split(".")[0] + ".py")
@@ -25,7 +25,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     stale = stale_compiled_modules()
     if stale:
         pytest.exit(
-            f"transforms/{', '.join(stale)} changed since compiled: rebuild with"
+            f"transforms/core/{', '.join(stale)} changed since compiled: rebuild with"
             " `./run_local.sh test` (or `pip install -e .`)",
             returncode=2,
         )

@@ -15,7 +15,7 @@ import fastavro
 import pytest
 
 from pipeline.file_records import read_avro_rows
-from transforms.avro_rows import flat_record_decoder
+from transforms.core.avro_rows import flat_record_decoder
 from transforms.warehouse import RowTables, glob_fixed_prefix
 
 UTC = datetime.timezone.utc

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import transforms
-from transforms import (
+from transforms.core import (
     avro_rows,
     fields,
     mapping,
@@ -30,11 +30,11 @@ COMPILED_MODULES = (*MAPPING_MODULES, avro_rows)
 # event: the request's JSON, or the dead letter's reason and detail (filters are not applied).
 MAP_SAMPLE = """
 import sys
-from transforms.mapping import MappingSettings, map_event
+from transforms.core.mapping import MappingSettings, map_event
 from transforms.parse import parse_record
-from transforms.records import DeadLetter
-import transforms.mapping
-print(transforms.mapping.__file__)
+from transforms.core.records import DeadLetter
+import transforms.core.mapping
+print(transforms.core.mapping.__file__)
 settings = MappingSettings(project_name="p", idle_timeout_ms=60000)
 for line in open(sys.argv[1], "rb"):
     event = parse_record(line)
@@ -74,7 +74,7 @@ def test_spec_5_to_7_pure_python_source_maps_like_the_installed_build(tmp_path: 
     )
     pure = map_sample(tmp_path)
     installed = map_sample(ROOT)
-    assert pure[0] == str(tmp_path / "transforms" / "mapping.py")
+    assert pure[0] == str(tmp_path / "transforms" / "core" / "mapping.py")
     assert installed[0] == mapping.__file__
     assert len(pure) == 28  # the module's path, then one line per sample event
     assert pure[1:] == installed[1:]

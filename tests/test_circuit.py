@@ -13,10 +13,10 @@ from pipeline.stub import WoopraStub
 from tests.helpers import load_json_lines, write_lines
 from tests.test_http_client import ScriptedServer, client, track
 from tests.test_sink import FAST, devices, drive
-from transforms.circuit import WOOPRA, CircuitBreaker, CircuitOpenError
-from transforms.rate_limit import build_throttle
-from transforms.records import RETRIES_EXHAUSTED
-from transforms.sink import DeliverySettings
+from transforms.core.records import RETRIES_EXHAUSTED
+from transforms.delivery.circuit import WOOPRA, CircuitBreaker, CircuitOpenError
+from transforms.delivery.rate_limit import build_throttle
+from transforms.delivery.sink import DeliverySettings
 
 
 class Clock:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from tests.helpers import read_json_lines, requests_by_device, run_file_sink, write_lines
-from transforms.duplicates import drop_duplicates, leaf_count
-from transforms.mapping import MappingSettings, PreparedEvent, prepare_event
+from transforms.core.duplicates import drop_duplicates, leaf_count
+from transforms.core.mapping import MappingSettings, PreparedEvent, prepare_event
 
 SETTINGS = MappingSettings(project_name="p")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 import transforms.identity  # noqa: F401  (registers the PreparedEvent coder)
+from transforms.core.event_bytes import event_from_bytes, event_to_bytes
+from transforms.core.mapping import MappingSettings, PreparedEvent, prepare_event
 from transforms.device_records import DeviceRecordCoder, split_by_kind
-from transforms.event_bytes import event_from_bytes, event_to_bytes
 from transforms.identity_state import DeviceIdentity
-from transforms.mapping import MappingSettings, PreparedEvent, prepare_event
 
 EVENTS = [
     {"type": "track", "properties": {"price": 1.1, "n": -0.0, "list": [1, None, True, "é"]}},

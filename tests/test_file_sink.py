@@ -12,8 +12,8 @@ from apache_beam.testing import test_stream
 from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.options import LOCAL_BATCH_RUNNER, LOCAL_STREAMING_RUNNER
-from transforms.file_sink import WriteDeadLetters
-from transforms.records import INVALID_JSON, STAGE_PARSE, TOO_LARGE, DeadLetter
+from transforms.core.records import INVALID_JSON, STAGE_PARSE, TOO_LARGE, DeadLetter
+from transforms.delivery.file_sink import WriteDeadLetters
 
 
 def _dead_letter(n: int, reason: str) -> DeadLetter:

@@ -17,9 +17,9 @@ import pytest
 from pipeline.stub import WoopraStub
 from tests.helpers import load_json_lines, read_json_lines, write_lines
 from tests.test_http_client import client, track
-from transforms import stop
-from transforms.records import INTERRUPTED
-from transforms.timestamps import parse_timestamp_ms
+from transforms.core.records import INTERRUPTED
+from transforms.core.timestamps import parse_timestamp_ms
+from transforms.delivery import stop
 
 
 @pytest.fixture

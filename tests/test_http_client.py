@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline.stub import WoopraStub
-from transforms.http_client import WoopraClient, is_retryable
-from transforms.rate_limit import AdaptiveRateLimiter, WorkerThrottle
-from transforms.records import HTTP_4XX, RETRIES_EXHAUSTED, STAGE_SEND, WoopraRequest
+from transforms.core.records import HTTP_4XX, RETRIES_EXHAUSTED, STAGE_SEND, WoopraRequest
+from transforms.delivery.http_client import WoopraClient, is_retryable
+from transforms.delivery.rate_limit import AdaptiveRateLimiter, WorkerThrottle
 
 
 class ScriptedServer:

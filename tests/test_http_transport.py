@@ -19,15 +19,15 @@ from urllib3.util import make_headers
 
 from pipeline.stub import WoopraStub
 from tests.test_http_client import ScriptedServer, client, track
-from transforms.http_transport import (
+from transforms.core.records import RETRIES_EXHAUSTED, WoopraRequest
+from transforms.delivery.http_transport import (
     ConnectError,
     ConnectionBrokenError,
     CurlTransport,
     TLSError,
     TransportError,
 )
-from transforms.import_sink import IMPORT_PATH, NDJSON
-from transforms.records import RETRIES_EXHAUSTED, WoopraRequest
+from transforms.delivery.import_sink import IMPORT_PATH, NDJSON
 
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY")
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from transforms.identity import Identity, in_send_order, resolve_device, stitch
-from transforms.mapping import (
+from transforms.core.mapping import (
     MappingSettings,
     PreparedEvent,
     build_request,
@@ -16,7 +15,8 @@ from transforms.mapping import (
     map_event,
     prepare_event,
 )
-from transforms.records import MISSING_IDENTITY, DeadLetter, WoopraRequest
+from transforms.core.records import MISSING_IDENTITY, DeadLetter, WoopraRequest
+from transforms.identity import Identity, in_send_order, resolve_device, stitch
 
 SETTINGS = MappingSettings(project_name="identity-tests")
 ABSENT = object()

@@ -11,8 +11,8 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from pipeline.options import LOCAL_STREAMING_RUNNER
+from transforms.core.mapping import MappingSettings, prepare_event
 from transforms.identity import ResolveIdentity, StreamingSettings
-from transforms.mapping import MappingSettings, prepare_event
 
 SETTINGS = StreamingSettings(
     max_buffering_seconds=5, identity_ttl_seconds=100, dedup_window_seconds=50

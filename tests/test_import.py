@@ -16,7 +16,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.stub import WoopraStub
 from tests.helpers import load_json_lines, read_json_lines, visitor_events, write_event_files
-from transforms.ledger import LedgerWriter, read_keys
+from transforms.delivery.ledger import LedgerWriter, read_keys
 
 APP_ID = "app-7d1c"
 SECRET = "s3cr3t-9f2e-never-printed"
@@ -267,7 +267,7 @@ def test_spec_15_a_second_tracking_run_with_the_same_ledger_sends_nothing(tmp_pa
 
 
 def test_spec_15_a_run_is_refused_while_another_holds_the_ledger(tmp_path, capsys):
-    from transforms.ledger_lock import LedgerLock
+    from transforms.delivery.ledger_lock import LedgerLock
 
     glob = write_event_files(tmp_path / "in", visitor_events(1, 1, 1), files=1)
     with LedgerLock(str(tmp_path / "ledger")):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.plan import estimated_seconds
-from transforms.import_limits import ImportWindows, Window, parse_limits
+from transforms.delivery.import_limits import ImportWindows, Window, parse_limits
 
 
 def test_spec_14_limits_parse_with_units():

@@ -13,9 +13,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms import ledger as ledger_module
-from transforms.identity import ResolveIdentity
-from transforms.ledger import (
+from transforms.core.mapping import MappingSettings, PreparedEvent, prepare_event
+from transforms.delivery import ledger as ledger_module
+from transforms.delivery.ledger import (
     Delivered,
     LedgerWriter,
     ReadLedgerKeys,
@@ -24,8 +24,8 @@ from transforms.ledger import (
     read_keys,
     read_request_log,
 )
-from transforms.ledger_lock import LedgerLock, LedgerLockedError
-from transforms.mapping import MappingSettings, PreparedEvent, prepare_event
+from transforms.delivery.ledger_lock import LedgerLock, LedgerLockedError
+from transforms.identity import ResolveIdentity
 
 
 def test_spec_15_key_is_the_message_id_else_a_hash_of_the_event_as_read():

@@ -18,14 +18,14 @@ from pipeline.cli import main
 from pipeline.stub import WoopraStub
 from tests.helpers import visitor_events, write_event_files
 from tests.test_import import credentials, import_args, import_stub, report_of  # noqa: F401
-from transforms.ledger import (
+from transforms.delivery.ledger import (
     Delivered,
     LedgerWriter,
     ReadLedgerKeys,
     read_keys,
     read_request_log,
 )
-from transforms.ledger_lock import LOCK_FILE, LedgerLock, LedgerLockedError
+from transforms.delivery.ledger_lock import LOCK_FILE, LedgerLock, LedgerLockedError
 
 
 def _lock_blob(gcs_emulator, ledger: str):

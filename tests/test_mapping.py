@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from transforms.mapping import (
+from transforms.core.mapping import (
     MappingSettings,
     PreparedEvent,
     build_request,
@@ -17,7 +17,7 @@ from transforms.mapping import (
     prepare_event,
     project_of,
 )
-from transforms.records import (
+from transforms.core.records import (
     INVALID_TIMESTAMP,
     MISSING_IDENTITY,
     MISSING_PROJECT,

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from transforms.mapping import MappingSettings, map_event
-from transforms.parse import InvalidEventError, loads_strict, parse_record
-from transforms.records import (
+from transforms.core.mapping import MappingSettings, map_event
+from transforms.core.records import (
     INVALID_JSON,
     NOT_AN_OBJECT,
     STAGE_PARSE,
@@ -16,6 +15,7 @@ from transforms.records import (
     DeadLetter,
     WoopraRequest,
 )
+from transforms.parse import InvalidEventError, loads_strict, parse_record
 
 MAX_BYTES = 32 * 1024
 SETTINGS = MappingSettings(project_name="parse-tests")

@@ -8,7 +8,7 @@ import time
 import pytest
 from apache_beam.io.components.rate_limiter import EnvoyRateLimiter
 
-from transforms.rate_limit import (
+from transforms.delivery.rate_limit import (
     RLS_DOMAIN,
     AdaptiveRateLimiter,
     EnvoyLimiter,

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.cli import main
 from tests.helpers import read_json_lines, write_lines
-from transforms.redact import redact_url
+from transforms.core.redact import redact_url
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pipeline.cli import main
 from pipeline.replay import replay_record
 from pipeline.stub import WoopraStub
 from tests.helpers import SAMPLE_FLAGS, TESTDATA, load_json_lines
-from transforms.ledger import read_keys
+from transforms.delivery.ledger import read_keys
 
 SAMPLE = str(TESTDATA / "events.jsonl")
 

@@ -6,7 +6,7 @@ import json
 
 from pipeline.report import build_report, format_report
 from pipeline.samples import REDACTED, dead_letter_samples, redact
-from transforms.rate_limit import HeldBackClock
+from transforms.delivery.rate_limit import HeldBackClock
 
 
 def test_spec_16_fields_come_from_the_counters_beside_them():

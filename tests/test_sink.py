@@ -18,7 +18,7 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline.stub import WoopraStub
-from transforms.records import (
+from transforms.core.records import (
     DEAD_LETTER_TAG,
     HTTP_4XX,
     RETRIES_EXHAUSTED,
@@ -26,7 +26,7 @@ from transforms.records import (
     DeadLetter,
     WoopraRequest,
 )
-from transforms.sink import DeliverySettings, WriteToWoopra, _SendFn
+from transforms.delivery.sink import DeliverySettings, WriteToWoopra, _SendFn
 
 # Enough attempts that even a 40% failure rate exhausts them with odds of about 1e-8.
 FAST = DeliverySettings(

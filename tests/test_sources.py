@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipeline.options import LOCAL_BATCH_RUNNER
 from pipeline.sources import RECORDS, ReadEventFiles, format_of, readers_matching
 from tests.helpers import run_file_sink
-from transforms.records import DEAD_LETTER_TAG
+from transforms.core.records import DEAD_LETTER_TAG
 
 EVENTS = [
     {"type": "track", "event": "a", "anonymousId": "x", "messageId": "1"},

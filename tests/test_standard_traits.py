@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.test_mapping import make, params_of, request_of
-from transforms.standard_traits import CONSUMED_TRAIT_KEYS
+from transforms.core.standard_traits import CONSUMED_TRAIT_KEYS
 
 ZIP_KEYS = ["zipcode", "zip", "zip_code", "zipCode", "postalcode", "postal_code", "postalCode"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from transforms.mapping import MappingSettings, map_event, prepare_event
-from transforms.records import INVALID_TIMESTAMP, STAGE_MAP, DeadLetter, WoopraRequest
-from transforms.timestamps import InvalidTimestampError, event_timestamp_ms, parse_timestamp_ms
+from transforms.core.mapping import MappingSettings, map_event, prepare_event
+from transforms.core.records import INVALID_TIMESTAMP, STAGE_MAP, DeadLetter, WoopraRequest
+from transforms.core.timestamps import InvalidTimestampError, event_timestamp_ms, parse_timestamp_ms
 
 SETTINGS = MappingSettings(project_name="ts-tests")
 ABSENT = object()

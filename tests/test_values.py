@@ -9,10 +9,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from transforms.fields import first_non_empty, non_empty
-from transforms.mapping import MappingSettings, map_event
-from transforms.parse import parse_record
-from transforms.records import (
+from transforms.core.fields import first_non_empty, non_empty
+from transforms.core.mapping import MappingSettings, map_event
+from transforms.core.records import (
     DEAD_LETTER_REASONS,
     MAX_FLOAT_WIRE_CHARS,
     STAGE_MAP,
@@ -24,7 +23,8 @@ from transforms.records import (
     compact_json,
     wire_value,
 )
-from transforms.values import flatten_into
+from transforms.core.values import flatten_into
+from transforms.parse import parse_record
 
 SETTINGS = MappingSettings(project_name="values-tests")
 

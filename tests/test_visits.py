@@ -6,10 +6,9 @@ import json
 import pickle
 import random
 
-from transforms.identity import resolve_device
-from transforms.mapping import MappingSettings, PreparedEvent, prepare_event
-from transforms.records import INVALID_TIMESTAMP, REQUEST_TOO_LARGE
-from transforms.visits import (
+from transforms.core.mapping import MappingSettings, PreparedEvent, prepare_event
+from transforms.core.records import INVALID_TIMESTAMP, REQUEST_TOO_LARGE
+from transforms.core.visits import (
     ImportLine,
     build_visits,
     device_visits,
@@ -18,6 +17,7 @@ from transforms.visits import (
     pack_bodies,
     sorted_json,
 )
+from transforms.identity import resolve_device
 
 SETTINGS = MappingSettings(project_name="demo.example.com")
 MINUTE = 60_000

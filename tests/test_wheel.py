@@ -48,7 +48,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_both_console_scripts_run(tmp_p
     assert "--woopra_base_url" in pipeline_help
     assert "Apache Beam options" in pipeline_help
     assert "--latency-ms" in _run(venv / "bin" / "woopra-stub", "--help", cwd=tmp_path).stdout
-    where = "import transforms.mapping as m, pipeline.cli as c; print(m.__file__, c.__file__)"
+    where = "import transforms.core.mapping as m, pipeline.cli as c; print(m.__file__, c.__file__)"
     mapping_file, cli_file = _run(venv / "bin" / "python", "-c", where, cwd=tmp_path).stdout.split()
     assert cli_file.startswith(str(venv))
     compiled = not os.environ.get("WOOPRA_BEAM_PURE_PYTHON")

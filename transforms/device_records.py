@@ -21,9 +21,9 @@ from typing import Any
 
 import apache_beam as beam
 
+from transforms.core.mapping import PreparedEvent
+from transforms.delivery.ledger import Delivered
 from transforms.identity_state import DeviceIdentity
-from transforms.ledger import Delivered
-from transforms.mapping import PreparedEvent
 
 # Kinds besides PreparedEvent (tag 0); a kind's tag is its position here plus one. Appending a
 # kind keeps the others' tags.

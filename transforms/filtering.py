@@ -8,9 +8,9 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.fields import non_empty, path, woopra_integration
+from transforms.core.fields import non_empty, path, woopra_integration
+from transforms.core.records import METRICS_NAMESPACE
 from transforms.progress import ProgressCounter
-from transforms.records import METRICS_NAMESPACE
 
 BY_INTEGRATIONS = "integrations"
 BY_EVENT_NAME = "event_name"

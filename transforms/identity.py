@@ -21,18 +21,18 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from transforms.core.duplicates import drop_duplicates
+from transforms.core.event_bytes import event_from_bytes, event_to_bytes
+from transforms.core.mapping import PreparedEvent
+from transforms.core.records import METRICS_NAMESPACE
+from transforms.delivery.ledger import Delivered, ledger_key
 from transforms.device_records import DeviceRecord, split_by_kind
-from transforms.duplicates import drop_duplicates
-from transforms.event_bytes import event_from_bytes, event_to_bytes
 from transforms.identity_state import (
     DeviceIdentity,
     IdentityStateSettings,
     ReadIdentityState,
     WriteIdentityState,
 )
-from transforms.ledger import Delivered, ledger_key
-from transforms.mapping import PreparedEvent
-from transforms.records import METRICS_NAMESPACE
 from transforms.streaming_dedup import SEEN_LOG, SEEN_VERSION, seen_message_ids
 
 COOKIE_KEY_PREFIX = "cookie:"

@@ -20,16 +20,16 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from transforms.ledger import write_immutable
-from transforms.mapping import MappingSettings, PreparedEvent
-from transforms.records import DEAD_LETTER_TAG, METRICS_NAMESPACE
-from transforms.visits import (
+from transforms.core.mapping import MappingSettings, PreparedEvent
+from transforms.core.records import DEAD_LETTER_TAG, METRICS_NAMESPACE
+from transforms.core.visits import (
     DEFAULT_IMPORT_BATCH_BYTES,
     DEFAULT_VISIT_GAP_MINUTES,
     ImportBody,
     build_device_visits,
     pack_devices,
 )
+from transforms.delivery.ledger import write_immutable
 
 IMPORT_PREFIX = "import"
 IMPORT_SUFFIX = ".ndjson"

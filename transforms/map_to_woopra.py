@@ -6,9 +6,9 @@ from typing import Any
 
 import apache_beam as beam
 
-from transforms.mapping import MappingSettings, PreparedEvent, build_request, prepare_event
-from transforms.records import DEAD_LETTER_TAG, DeadLetter
-from transforms.visits import needs_action_time
+from transforms.core.mapping import MappingSettings, PreparedEvent, build_request, prepare_event
+from transforms.core.records import DEAD_LETTER_TAG, DeadLetter
+from transforms.core.visits import needs_action_time
 
 
 class _ValidateFn(beam.DoFn):

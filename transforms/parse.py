@@ -11,9 +11,8 @@ from typing import Any
 import apache_beam as beam
 import orjson
 
-from transforms.mapping import message_id_of
-from transforms.progress import ProgressCounter
-from transforms.records import (
+from transforms.core.mapping import message_id_of
+from transforms.core.records import (
     DEAD_LETTER_TAG,
     INVALID_JSON,
     NOT_AN_OBJECT,
@@ -21,6 +20,7 @@ from transforms.records import (
     TOO_LARGE,
     DeadLetter,
 )
+from transforms.progress import ProgressCounter
 
 MAX_EVENT_BYTES = 32 * 1024
 # Deeper events cannot be walked, encoded or shuffled safely; no real event comes close.

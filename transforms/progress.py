@@ -20,7 +20,7 @@ from typing import Any
 
 from apache_beam.metrics import Metrics
 
-from transforms.records import METRICS_NAMESPACE
+from transforms.core.records import METRICS_NAMESPACE
 
 PROGRESS_ADDRESS_VARIABLE = "WOOPRA_PROGRESS_ADDRESS"
 # How often a process sends what its counters added, and re-reads the variable.

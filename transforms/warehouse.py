@@ -22,9 +22,8 @@ import apache_beam as beam
 import orjson
 from apache_beam.metrics import Metrics
 
-from transforms.fields import non_empty
-from transforms.parse import MAX_BYTES_PARSED_FOR_ID, MAX_EVENT_BYTES, parse_record, too_large
-from transforms.records import (
+from transforms.core.fields import non_empty
+from transforms.core.records import (
     DEAD_LETTER_TAG,
     INVALID_JSON,
     METRICS_NAMESPACE,
@@ -33,6 +32,7 @@ from transforms.records import (
     DeadLetter,
     compact_json,
 )
+from transforms.parse import MAX_BYTES_PARSED_FOR_ID, MAX_EVENT_BYTES, parse_record, too_large
 
 AUTO = "auto"
 IDENTIFIES, USERS, TRACKS, PAGES, SCREENS = "identifies", "users", "tracks", "pages", "screens"

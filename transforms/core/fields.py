@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transforms.records import wire_value
+from transforms.core.records import wire_value
 
 WOOPRA_KEY = "woopra"
 # What an absent or wrong-shaped object reads as; shared, so never to be changed.

@@ -17,23 +17,23 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.utils import shared
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.circuit import (
+from transforms.core.records import (
+    DEAD_LETTER_TAG,
+    METRICS_NAMESPACE,
+    RETRIES_EXHAUSTED,
+    WoopraRequest,
+)
+from transforms.delivery.circuit import (
     RATE_LIMIT_SERVICE,
     UNREACHABLE_SERVICES,
     WOOPRA,
     CircuitBreaker,
     circuit_open_metric,
 )
-from transforms.http_client import Outcome, WoopraClient, dead_letter
-from transforms.ledger import LedgerWriter, ledger_key
+from transforms.delivery.http_client import Outcome, WoopraClient, dead_letter
+from transforms.delivery.ledger import LedgerWriter, ledger_key
+from transforms.delivery.rate_limit import build_throttle
 from transforms.progress import ProgressCounter
-from transforms.rate_limit import build_throttle
-from transforms.records import (
-    DEAD_LETTER_TAG,
-    METRICS_NAMESPACE,
-    RETRIES_EXHAUSTED,
-    WoopraRequest,
-)
 
 _LOGGER = logging.getLogger(__name__)
 

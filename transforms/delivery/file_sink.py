@@ -9,8 +9,13 @@ from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import FixedWindows
 
+from transforms.core.records import (
+    DEAD_LETTER_REASONS,
+    METRICS_NAMESPACE,
+    DeadLetter,
+    WoopraRequest,
+)
 from transforms.progress import ProgressCounter
-from transforms.records import DEAD_LETTER_REASONS, METRICS_NAMESPACE, DeadLetter, WoopraRequest
 
 REQUESTS_PREFIX = "requests"
 DEAD_LETTERS_PREFIX = "dead_letters"

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from transforms.fields import as_object
-from transforms.mapping import PreparedEvent
+from transforms.core.fields import as_object
+from transforms.core.mapping import PreparedEvent
 
 _SCALARS = (str, int, float, bool)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from transforms.fields import (
+from transforms.core.fields import (
     as_object,
     first_non_empty,
     non_empty,
@@ -18,7 +18,7 @@ from transforms.fields import (
     traits_and_context,
     woopra_integration,
 )
-from transforms.records import (
+from transforms.core.records import (
     INVALID_TIMESTAMP,
     MISSING_IDENTITY,
     MISSING_PROJECT,
@@ -29,10 +29,10 @@ from transforms.records import (
     DeadLetter,
     WoopraRequest,
 )
-from transforms.standard_traits import CONSUMED_TRAIT_KEYS, add_standard_visitor_params
-from transforms.timestamps import InvalidTimestampError, event_timestamp_ms
-from transforms.useragent import browser_of
-from transforms.values import flatten_into
+from transforms.core.standard_traits import CONSUMED_TRAIT_KEYS, add_standard_visitor_params
+from transforms.core.timestamps import InvalidTimestampError, event_timestamp_ms
+from transforms.core.useragent import browser_of
+from transforms.core.values import flatten_into
 
 DEFAULT_BASE_URL = "https://www.woopra.com"
 SUPPORTED_TYPES = ("identify", "track", "page", "screen")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from transforms.records import compact_json
+from transforms.core.records import compact_json
 
 _SCALAR_TYPES = frozenset({str, int, float, bool})
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.ledger import is_local
+from transforms.delivery.ledger import is_local
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import grpc
 from apache_beam.io.components.rate_limiter import EnvoyRateLimiter
 from apache_beam.io.components.util import MovingSum
 
-from transforms.circuit import CircuitBreaker
-from transforms.records import METRICS_NAMESPACE
+from transforms.core.records import METRICS_NAMESPACE
+from transforms.delivery.circuit import CircuitBreaker
 
 # The longest single sleep, so that a new pause is noticed within a second; also how long a
 # request held back by client-side throttling waits before it asks again.

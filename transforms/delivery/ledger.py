@@ -32,7 +32,7 @@ from apache_beam.io.fileio import EmptyMatchTreatment
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.visits import sorted_json
+from transforms.core.visits import sorted_json
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -23,12 +23,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from urllib3.util import make_headers
 
-from transforms.http_client import Outcome, WoopraClient
-from transforms.import_limits import DEFAULT_IMPORT_LIMITS, ImportWindows, parse_limits
-from transforms.ledger import LedgerWriter, ledger_key, read_request_log, write_immutable
-from transforms.mapping import DEFAULT_BASE_URL
-from transforms.rate_limit import HeldBackClock
-from transforms.records import (
+from transforms.core.mapping import DEFAULT_BASE_URL
+from transforms.core.records import (
     DEAD_LETTER_TAG,
     HTTP_4XX,
     METRICS_NAMESPACE,
@@ -37,9 +33,13 @@ from transforms.records import (
     DeadLetter,
     WoopraRequest,
 )
-from transforms.sink import THROTTLED_WALL_MS, OutcomeCounters
-from transforms.stop import wait_for_stop
-from transforms.visits import ImportBody
+from transforms.core.visits import ImportBody
+from transforms.delivery.http_client import Outcome, WoopraClient
+from transforms.delivery.import_limits import DEFAULT_IMPORT_LIMITS, ImportWindows, parse_limits
+from transforms.delivery.ledger import LedgerWriter, ledger_key, read_request_log, write_immutable
+from transforms.delivery.rate_limit import HeldBackClock
+from transforms.delivery.sink import THROTTLED_WALL_MS, OutcomeCounters
+from transforms.delivery.stop import wait_for_stop
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from transforms.fields import non_empty
+from transforms.core.fields import non_empty
 
 _ZIP_KEYS = (
     "zipcode",

@@ -12,10 +12,7 @@ from dataclasses import dataclass
 
 from apache_beam.utils.retry import FuzzedExponentialIntervals
 
-from transforms.circuit import CircuitBreaker, CircuitOpenError
-from transforms.http_transport import Answer, CurlTransport, TransportError
-from transforms.rate_limit import WorkerThrottle
-from transforms.records import (
+from transforms.core.records import (
     HTTP_4XX,
     INTERRUPTED,
     RETRIES_EXHAUSTED,
@@ -23,7 +20,10 @@ from transforms.records import (
     DeadLetter,
     WoopraRequest,
 )
-from transforms.stop import stop_requested, wait_for_stop
+from transforms.delivery.circuit import CircuitBreaker, CircuitOpenError
+from transforms.delivery.http_transport import Answer, CurlTransport, TransportError
+from transforms.delivery.rate_limit import WorkerThrottle
+from transforms.delivery.stop import stop_requested, wait_for_stop
 
 _LOGGER = logging.getLogger(__name__)
 

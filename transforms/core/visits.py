@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from transforms.mapping import MappingSettings, PreparedEvent, request_of
-from transforms.records import INVALID_TIMESTAMP, REQUEST_TOO_LARGE, STAGE_MAP, DeadLetter
+from transforms.core.mapping import MappingSettings, PreparedEvent, request_of
+from transforms.core.records import INVALID_TIMESTAMP, REQUEST_TOO_LARGE, STAGE_MAP, DeadLetter
 
 DEFAULT_VISIT_GAP_MINUTES = 30.0
 DEFAULT_IMPORT_BATCH_BYTES = 1_000_000
