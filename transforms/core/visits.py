@@ -20,7 +20,8 @@ DEFAULT_VISIT_GAP_MINUTES = 30.0
 DEFAULT_IMPORT_BATCH_BYTES = 1_000_000
 # Visit parameters, each from the visit's first event that has it.
 _VISIT_PARAMS = ("ip", "browser", "os", "device", "app", "timeout")
-# The same text as orjson's, for what orjson refuses (integers beyond 64 bits).
+# For a line orjson refuses (an integer beyond 64 bits): the same keys, separators and
+# unescaped UTF-8, but floats as Python writes them (1.5e-07 where orjson writes 1.5e-7).
 _SORTED_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
@@ -35,10 +36,6 @@ class ImportLine:
     text: bytes
     actions: int
     events: list[PreparedEvent] = field(default_factory=list, repr=False)
-
-    @property
-    def sort_key(self) -> tuple[str, str, bool, int, str, bytes]:
-        return (self.project, self.device, *self.order, self.text)
 
 
 @dataclass
