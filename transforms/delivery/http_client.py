@@ -99,7 +99,6 @@ class WoopraClient:
         self._breaker = breaker
         self._max_attempts = max_attempts
         self._max_retry_seconds = max_retry_seconds
-        self._timeout = timeout_seconds
         self._backoff_base = backoff_base_seconds
         self._backoff_cap = backoff_cap_seconds
         self._transport = CurlTransport(timeout_seconds)
