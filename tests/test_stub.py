@@ -363,3 +363,81 @@ def test_cli_tls_key_needs_a_certificate() -> None:
 def test_cli_names_a_certificate_it_cannot_load(tmp_path: Path, capsys) -> None:
     assert main(["--tls-cert", str(tmp_path / "missing.pem"), "--port", "0"]) == 1
     assert "cannot load the TLS certificate" in capsys.readouterr().err
+
+
+def _raw_exchange(stub: WoopraStub, data: bytes) -> bytes:
+    """Sends raw bytes on a fresh connection and reads until the stub closes it."""
+    parts = urlsplit(stub.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_headers_are_read_without_regard_to_case_and_the_first_of_a_repeat_counts() -> None:
+    with WoopraStub(import_credentials="app:secret") as stub:
+        body = b'{"event": "e"}\n'
+        request = (
+            b"POST /rest/3.0/import?project=p HTTP/1.1\r\nHost: stub\r\n"
+            b"authorization: Basic YXBwOnNlY3JldA==\r\nAUTHORIZATION: Basic bm8=\r\n"
+            b"content-LENGTH: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+        )
+        answer = _raw_exchange(stub, request)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert [(r["status"], r["body_lines"]) for r in stub.records] == [(200, 1)]
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status"),
+    [
+        (b"GET /track/ce", b"400"),
+        (b"GET /track/ce HTTP/x", b"400"),
+        (b"GET /track/ce extra HTTP/1.1", b"400"),
+        (b"GET /track/ce HTTP/2.0", b"505"),
+    ],
+)
+def test_a_malformed_request_line_is_answered_and_not_recorded(
+    request_line: bytes, status: bytes
+) -> None:
+    with WoopraStub() as stub:
+        answer = _raw_exchange(stub, request_line + b"\r\nHost: stub\r\n\r\n")
+        # Without a version the answer has no status line (HTTP/0.9), only the error page.
+        assert b"Error code: " + status in answer
+        assert stub.records == []
+
+
+def test_too_many_or_too_long_header_lines_are_answered_431() -> None:
+    many = b"".join(b"X-%d: v\r\n" % n for n in range(101))
+    long = b"X-Long: " + b"v" * 70_000 + b"\r\n"
+    with WoopraStub() as stub:
+        for headers in (many, long):
+            answer = _raw_exchange(stub, b"GET /track/ce HTTP/1.1\r\n" + headers + b"\r\n")
+            assert answer.split(b" ")[1] == b"431"
+        assert stub.records == []
+
+
+def test_http_1_0_closes_after_the_answer_unless_kept_alive_and_100_continue_is_answered() -> None:
+    with WoopraStub() as stub:
+        closed = _raw_exchange(stub, b"GET /track/ce?n=1 HTTP/1.0\r\n\r\n")
+        assert closed.startswith(b"HTTP/1.1 200 ")
+        parts = urlsplit(stub.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT) as sock:
+            sock.sendall(
+                b"POST /rest/3.0/import?project=p HTTP/1.1\r\nHost: stub\r\n"
+                b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+            )
+            assert sock.recv(1024).startswith(b"HTTP/1.1 100 ")
+            sock.sendall(b"{}")
+            assert sock.recv(1024).startswith(b"HTTP/1.1 200 ")
+        kept = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+        kept._http_vsn, kept._http_vsn_str = 10, "HTTP/1.0"
+        try:
+            for n in (2, 3):
+                kept.request("GET", f"/track/ce?n={n}", headers={"Connection": "keep-alive"})
+                assert kept.getresponse().read() == b"ok\n"
+                assert kept.sock is not None, "the stub closed a kept-alive HTTP/1.0 connection"
+        finally:
+            kept.close()
+        assert [r["params"].get("n") for r in stub.records] == ["1", None, "2", "3"]
