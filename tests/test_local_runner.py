@@ -72,14 +72,15 @@ def test_a_drain_is_asked_for_once_and_stays_asked():
         assert run.draining
 
 
-def test_timers_are_looked_for_at_most_every_50_ms_except_while_draining(monkeypatch):
+def test_timers_are_looked_for_at_most_every_half_second_except_while_draining(monkeypatch):
     monitor = executor._ExecutorServiceParallelExecutor._MonitorTask
     looks: list[object] = []
     monkeypatch.setattr(monitor, "_fire_timers", lambda self: looks.append(self) or True)
     with local_streaming_fixes() as run:
         assert monitor._fire_timers("first") is True
+        time.sleep(0.3)
         assert monitor._fire_timers("too soon") is False
-        time.sleep(0.06)
+        time.sleep(0.25)
         assert monitor._fire_timers("later") is True
         run.drain()
         assert monitor._fire_timers("draining") is True
