@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import gc
-import time
+import types
 
 import apache_beam as beam
 from apache_beam.internal import pickler
@@ -23,6 +23,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from google.pubsub_v1.types import PubsubMessage
 
+from pipeline import local_runner
 from pipeline.local_runner import (
     _GC_THRESHOLDS,
     _publish_timestamp,
@@ -76,11 +77,13 @@ def test_timers_are_looked_for_at_most_every_half_second_except_while_draining(m
     monitor = executor._ExecutorServiceParallelExecutor._MonitorTask
     looks: list[object] = []
     monkeypatch.setattr(monitor, "_fire_timers", lambda self: looks.append(self) or True)
+    clock = [100.0]
+    monkeypatch.setattr(local_runner, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     with local_streaming_fixes() as run:
         assert monitor._fire_timers("first") is True
-        time.sleep(0.3)
+        clock[0] += 0.49
         assert monitor._fire_timers("too soon") is False
-        time.sleep(0.25)
+        clock[0] += 0.02
         assert monitor._fire_timers("later") is True
         run.drain()
         assert monitor._fire_timers("draining") is True
