@@ -157,13 +157,32 @@ def hold_ledger(woopra: WoopraOptions) -> contextlib.AbstractContextManager:
     lock = LedgerLock(woopra.ledger).acquire()
     stack = contextlib.ExitStack()
     stack.callback(lock.release)
-    stack.callback(compact, woopra.ledger, keep_seconds)
     try:
         compact(woopra.ledger, keep_seconds)
-    except BaseException:
+    except BaseException as err:
         stack.close()
-        raise
+        if not isinstance(err, Exception):
+            raise
+        raise LedgerUnavailableError(
+            f"the ledger {woopra.ledger} could not be compacted before the run "
+            f"({type(err).__name__}: {err}); nothing was sent"
+        ) from err
+    stack.callback(_compact_after_the_run, woopra.ledger, keep_seconds)
     return stack
+
+
+def _compact_after_the_run(ledger_dir: str, keep_seconds: float) -> None:
+    """Folds the run's own ledger files; a failure leaves them for the next run to fold, so it
+    must not cost this run its report (compaction writes the new file before deleting)."""
+    try:
+        compact(ledger_dir, keep_seconds)
+    except Exception as err:
+        _LOGGER.warning(
+            "the ledger %s was not compacted after the run (%s: %s); the next run folds it",
+            ledger_dir,
+            type(err).__name__,
+            err,
+        )
 
 
 def follow_streaming(

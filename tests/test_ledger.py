@@ -197,3 +197,45 @@ def test_spec_15_the_holder_rewrites_its_time(tmp_path):
     lock.release()
     assert current["owner"] == lock.owner
     assert current["heartbeat"] != first["heartbeat"]
+
+
+# Compaction around a run (pipeline/cli.py hold_ledger)
+
+
+def _ledger_with_an_unreadable_file(ledger_dir) -> None:
+    """As many request files as start a compaction, one of them damaged: reading it fails."""
+    requests = ledger_dir / "requests"
+    requests.mkdir(parents=True, exist_ok=True)
+    for n in range(ledger_module.COMPACT_MIN_FILES - 1):
+        (requests / f"{n:03d}.jsonl").write_text('{"project": "p", "ms": 1}\n')
+    (requests / "999.jsonl").write_text('{"project": "p", "ms"\n')
+
+
+def test_spec_16_a_ledger_that_cannot_be_compacted_at_the_start_is_one_line_and_exit_2(tmp_path):
+    ledger_dir = tmp_path / "ledger"
+    _ledger_with_an_unreadable_file(ledger_dir)
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "track", "event": "e", "anonymousId": "a", "messageId": "m"}\n')
+    command = [sys.executable, "-m", "pipeline", "--input", str(events), "--ledger",
+               str(ledger_dir), "--project_name", "p.example", "--woopra_base_url",
+               "http://127.0.0.1:9", "--output", str(tmp_path / "out")]  # fmt: skip
+    for _ in range(2):  # the lock was released: the second run meets the same error
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert completed.returncode == 2, completed.stderr
+        assert "could not be compacted before the run (JSONDecodeError" in completed.stderr
+        assert "Traceback" not in completed.stderr
+    assert not (ledger_dir / "lock").exists()
+    assert len(list((ledger_dir / "requests").iterdir())) == ledger_module.COMPACT_MIN_FILES
+
+
+def test_a_compaction_failing_after_the_run_is_a_warning_and_releases_the_lock(tmp_path, caplog):
+    from pipeline.cli import hold_ledger
+    from pipeline.options import WoopraOptions
+
+    ledger_dir = tmp_path / "ledger"
+    options = WoopraOptions(["--input", "x", "--ledger", str(ledger_dir), "--project_name", "p"])
+    with caplog.at_level("WARNING", logger="woopra"), hold_ledger(options):
+        assert (ledger_dir / "lock").exists()
+        _ledger_with_an_unreadable_file(ledger_dir)
+    assert "was not compacted after the run (JSONDecodeError" in caplog.text
+    assert not (ledger_dir / "lock").exists()
