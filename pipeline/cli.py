@@ -159,14 +159,15 @@ def hold_ledger(woopra: WoopraOptions) -> contextlib.AbstractContextManager:
     stack.callback(lock.release)
     try:
         compact(woopra.ledger, keep_seconds)
-    except BaseException as err:
+    except Exception as err:
         stack.close()
-        if not isinstance(err, Exception):
-            raise
         raise LedgerUnavailableError(
             f"the ledger {woopra.ledger} could not be compacted before the run "
             f"({type(err).__name__}: {err}); nothing was sent"
         ) from err
+    except BaseException:  # Ctrl-C: the lock goes, the interruption goes on
+        stack.close()
+        raise
     stack.callback(_compact_after_the_run, woopra.ledger, keep_seconds)
     return stack
 
