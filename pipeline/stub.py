@@ -462,6 +462,12 @@ class WoopraStub:
         with self._records_lock:
             return list(self._records)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered now (a request is recorded once its answer is due)."""
+        with self._idle:
+            return self._in_flight
+
     def clear(self) -> None:
         """Forget the records kept in memory (the record file is left as it is)."""
         with self._records_lock:
