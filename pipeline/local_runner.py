@@ -304,12 +304,14 @@ def _spaced_timer_scans(run: LocalStreamingRun) -> Iterator[None]:
     as one bundle. The sink's bundle keeps at most one request per device in flight, so
     bundles of the few devices that came due within 50 ms left most of its lanes idle and
     held the runner's one thread (and the next pull) for each; looks half a second apart
-    send every device due meanwhile together. While draining it looks every time: the
-    runner decides the run has ended right after a look, and the end-of-input timers that
-    flush the buffers must have been found by then.
+    send every device due meanwhile together. While draining it looks every time, so that
+    the end-of-input timers that flush the buffers go at once; and before the runner decides
+    that the run has ended (nothing in progress), it always looks, since a timer due then
+    would otherwise never fire and the run would end as a stall.
     """
     monitor = executor._ExecutorServiceParallelExecutor._MonitorTask
     original = monitor.__dict__["_fire_timers"]
+    original_should_shutdown = monitor.__dict__["_should_shutdown"]
     next_scan = [0.0]
 
     def _fire_timers(self) -> bool:
@@ -319,11 +321,18 @@ def _spaced_timer_scans(run: LocalStreamingRun) -> Iterator[None]:
         next_scan[0] = now + _TIMER_SCAN_INTERVAL_SECONDS
         return original(self)
 
+    def _should_shutdown(self) -> bool:
+        if not self._is_executing() and original(self):
+            return False
+        return original_should_shutdown(self)
+
     monitor._fire_timers = _fire_timers
+    monitor._should_shutdown = _should_shutdown
     try:
         yield
     finally:
         monitor._fire_timers = original
+        monitor._should_shutdown = original_should_shutdown
 
 
 @contextlib.contextmanager

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import datetime
 import gc
+import time
 import types
 
 import apache_beam as beam
 from apache_beam.internal import pickler
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct import executor, transform_evaluator
 from apache_beam.runners.direct.clock import TestClock as ManualClock
 from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
 from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
+from apache_beam.testing import test_stream
 from apache_beam.transforms import core, userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.trigger import (
@@ -30,6 +33,7 @@ from pipeline.local_runner import (
     _specs_cache_key,
     local_streaming_fixes,
 )
+from pipeline.options import LOCAL_STREAMING_RUNNER
 from transforms.identity import StreamingSettings, _StreamingResolveFn
 
 
@@ -73,22 +77,67 @@ def test_a_drain_is_asked_for_once_and_stays_asked():
         assert run.draining
 
 
+def _idle_monitor(name: str) -> types.SimpleNamespace:
+    """A stand-in for the runner's monitor task with no bundle in progress."""
+    services = types.SimpleNamespace(executors=frozenset())
+    executor_ = types.SimpleNamespace(transform_executor_services=services)
+    return types.SimpleNamespace(name=name, _executor=executor_)
+
+
 def test_timers_are_looked_for_at_most_every_half_second_except_while_draining(monkeypatch):
     monitor = executor._ExecutorServiceParallelExecutor._MonitorTask
-    looks: list[object] = []
-    monkeypatch.setattr(monitor, "_fire_timers", lambda self: looks.append(self) or True)
+    looks: list[str] = []
+    monkeypatch.setattr(monitor, "_fire_timers", lambda self: looks.append(self.name) or True)
     clock = [100.0]
     monkeypatch.setattr(local_runner, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     with local_streaming_fixes() as run:
-        assert monitor._fire_timers("first") is True
+        assert monitor._fire_timers(_idle_monitor("first")) is True
         clock[0] += 0.49
-        assert monitor._fire_timers("too soon") is False
+        assert monitor._fire_timers(_idle_monitor("too soon")) is False
         clock[0] += 0.02
-        assert monitor._fire_timers("later") is True
+        assert monitor._fire_timers(_idle_monitor("later")) is True
         run.drain()
-        assert monitor._fire_timers("draining") is True
-        assert monitor._fire_timers("draining again") is True
+        assert monitor._fire_timers(_idle_monitor("draining")) is True
+        assert monitor._fire_timers(_idle_monitor("draining again")) is True
     assert looks == ["first", "later", "draining", "draining again"]
+
+
+class _SlowEndOfInputFn(beam.DoFn):
+    """Emits its key once the input ends; each firing takes a while, as a busy flush does."""
+
+    END = userstate.TimerSpec("end", TimeDomain.WATERMARK)
+
+    def process(self, element, end=beam.DoFn.TimerParam(END)):
+        end.set(GlobalWindow().max_timestamp())
+
+    @userstate.on_timer(END)
+    def on_end(self, key=beam.DoFn.KeyParam):
+        time.sleep(0.02)
+        yield key
+
+
+_FIRED: list[str] = []
+
+
+def _record_fired(key: str) -> None:
+    _FIRED.append(key)
+
+
+def test_end_of_input_timers_fire_once_each_although_looks_go_on_while_their_bundle_runs():
+    keys = [f"device-{n}" for n in range(60)]
+    stream = (
+        test_stream.TestStream()
+        .add_elements([(key, 1) for key in keys])
+        .advance_watermark_to_infinity()
+    )
+    options = PipelineOptions(runner=LOCAL_STREAMING_RUNNER)
+    options.view_as(StandardOptions).streaming = True
+    _FIRED.clear()
+    with local_streaming_fixes(), beam.Pipeline(options=options) as pipeline:
+        _ = pipeline | stream | beam.ParDo(_SlowEndOfInputFn()) | beam.Map(_record_fired)
+    # The 1.2 s bundle of firings saw two looks or more; and the run ended only after a last
+    # look had found the timers (without it the runner reported a stall).
+    assert sorted(_FIRED) == sorted(keys)
 
 
 def _state_with_timers_and_values() -> InMemoryUnmergedState:
