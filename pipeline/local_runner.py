@@ -1,8 +1,8 @@
 """Fixes for Beam 2.77's local runners, used only there.
 
-Five faults of the local streaming runner (BundleBasedDirectRunner) make a local streaming
-run wrong or sluggish, and none has a public switch, so they are patched for the duration of
-a run:
+Faults of the local streaming runner (BundleBasedDirectRunner) make a local streaming run
+wrong or sluggish, and none has a public switch, so they are patched for the duration of a
+run:
 
 * it reads Pub/Sub with a 30 s long poll on its only thread, so while a subscription is
   idle nothing else runs (timers, the watermark, cancel) for up to 30 s at a time;
@@ -18,7 +18,10 @@ a run:
 * it copies a key's state with `copy.deepcopy` each time a bundle first touches the key,
   timers included, which was a tenth of a busy run's time;
 * it turns every pulled Pub/Sub message into proto-plus wrappers and a `datetime` before it
-  keeps only the payload and the publish time, another tenth.
+  keeps only the payload and the publish time, another tenth;
+* it works on one thread, and pulls again only once every step is idle, so while the sink
+  waits for Woopra's answers nothing is pulled, buffered or flushed: under a steady stream
+  that thread was busy nine tenths of the time, almost half of it waiting in the sink.
 
 It also has no drain, only cancel, which drops whatever was pulled (the runner acknowledges
 messages as it pulls them): `LocalStreamingRun.drain()` stops pulling and lets the run
@@ -353,9 +356,10 @@ def _quick_timer_scans() -> Iterator[None]:
             watermark = self._input_watermark.micros
             fired: list[TimerFiring] = []
             has_realtime_timer = False
-            for encoded_key, state in self._keyed_states.items():
-                for window, timers in state.timers.items():
-                    for (name, domain, tag), timestamp in timers.items():
+            # Snapshots: a bundle on the other executor thread may add keys and timers.
+            for encoded_key, state in list(self._keyed_states.items()):
+                for window, timers in list(state.timers.items()):
+                    for (name, domain, tag), timestamp in list(timers.items()):
                         micros = getattr(timestamp, "micros", None)
                         if micros is None or domain not in (real_time, event_time):
                             return original(self)
@@ -472,8 +476,126 @@ def local_streaming_fixes(
         _cheap_state_copies(),
         _quick_timer_scans(),
         _long_lived_heap_frozen(),
+        _pipelined_steps(),
     ):
         yield run
+
+
+# Executor threads: while one waits in a step (the sink's finish_bundle waits for Woopra's
+# answers), the other carries the steps before it on; the monitor task takes turns on them.
+_EXECUTOR_THREADS = 2
+# The longest the monitor idles, when no step has reported, before it looks again.
+_MONITOR_IDLE_SECONDS = 0.05
+
+
+@contextlib.contextmanager
+def _pipelined_steps(threads: int = _EXECUTOR_THREADS) -> Iterator[None]:
+    """Let the steps of a run work at the same time, each on its bundles one at a time, in order.
+
+    `threads` executor threads share the steps. Every step takes its bundles one at a time
+    and in the order they came (Beam does that only for stateful steps, and takes the newest
+    first), so each device's events keep their order from step to step. The read pulls again
+    as soon as at most one bundle is in progress or waiting anywhere, so a run holds at most
+    about one pull beyond the bundle being sent, which a drain still delivers.
+    """
+    parallel = executor._ExecutorServiceParallelExecutor
+    serial = executor._SerialEvaluationState
+    registry = transform_evaluator.TransformEvaluatorRegistry
+    monitor = parallel._MonitorTask
+    updates = parallel._TypedUpdateQueue
+    original_threads = parallel.__dict__["NUM_WORKERS"]
+    original_serial_init = serial.__dict__["__init__"]
+    original_next_work = serial.__dict__["_update_currently_evaluating"]
+    original_serially = registry.__dict__["should_execute_serially"]
+    original_call = monitor.__dict__["call"]
+    original_fire_timers = monitor.__dict__["_fire_timers"]
+    original_should_shutdown = monitor.__dict__["_should_shutdown"]
+    original_add_work = monitor.__dict__["_add_work_if_necessary"]
+    original_offer = updates.__dict__["offer"]
+    serial_states: list[executor._SerialEvaluationState] = []
+    reported = threading.Event()
+
+    def serial_init(self, executor_service, scheduled) -> None:
+        original_serial_init(self, executor_service, scheduled)
+        serial_states.append(self)
+
+    def next_work_in_order(self, new_work, completed_work) -> None:
+        with self._lock:
+            if new_work:
+                self.serial_queue.append(new_work)
+            if completed_work:
+                assert self.currently_evaluating == completed_work
+                self.currently_evaluating = None
+            if self.serial_queue and not self.currently_evaluating:
+                self.currently_evaluating = self.serial_queue.popleft()
+                executor._TransformEvaluationState.schedule(self, self.currently_evaluating)
+
+    def offer(self, item) -> None:
+        original_offer(self, item)
+        reported.set()
+
+    def call(self, state_sampler) -> None:
+        # Without the wait the monitor would take every turn a free thread gives it.
+        own = self._executor
+        if own.all_updates._queue.empty() and own.executor_service.queue.empty():
+            reported.wait(_MONITOR_IDLE_SECONDS)
+        reported.clear()
+        original_call(self, state_sampler)
+
+    def fire_timers(self) -> bool:
+        # Fired timers leave their keys' state only when their bundle commits, so a look
+        # while a bundle of fired timers is in progress or waiting would fire them again.
+        if any(work._fired_timers for work in bundles_in_progress(self)):
+            return False
+        return original_fire_timers(self)
+
+    def should_shutdown(self) -> bool:
+        # A bundle finished on the other thread may have results the monitor has not read.
+        if self._is_executing() or not self._executor.all_updates._queue.empty():
+            return False
+        return original_should_shutdown(self)
+
+    def bundles_in_progress(self) -> list[executor.TransformExecutor]:
+        # Copies taken whole (in C, under the interpreter lock): the other thread changes them.
+        scheduled = list(self._executor.transform_executor_services.executors)
+        queued = [list(state.serial_queue) for state in list(serial_states)]
+        return scheduled + [work for works in queued for work in works]
+
+    def add_work_if_necessary(self, timers_fired: bool) -> None:
+        if timers_fired or len(bundles_in_progress(self)) > 1:
+            return
+        own = self._executor
+        for applied_ptransform in own.all_nodes:
+            if own.evaluation_context.is_done(applied_ptransform):
+                continue
+            pending = own.node_to_pending_bundles.get(applied_ptransform, [])
+            own.node_to_pending_bundles[applied_ptransform] = []
+            for bundle in pending:
+                own.schedule_consumption(
+                    applied_ptransform, bundle, [], own.default_completion_callback
+                )
+
+    parallel.NUM_WORKERS = threads
+    serial.__init__ = serial_init
+    serial._update_currently_evaluating = next_work_in_order
+    registry.should_execute_serially = lambda self, applied_ptransform: True
+    monitor.call = call
+    monitor._fire_timers = fire_timers
+    monitor._should_shutdown = should_shutdown
+    monitor._add_work_if_necessary = add_work_if_necessary
+    updates.offer = offer
+    try:
+        yield
+    finally:
+        parallel.NUM_WORKERS = original_threads
+        serial.__init__ = original_serial_init
+        serial._update_currently_evaluating = original_next_work
+        registry.should_execute_serially = original_serially
+        monitor.call = original_call
+        monitor._fire_timers = original_fire_timers
+        monitor._should_shutdown = original_should_shutdown
+        monitor._add_work_if_necessary = original_add_work
+        updates.offer = original_offer
 
 
 def _malloc_trim() -> Callable[[], object] | None:

@@ -102,6 +102,34 @@ def test_timers_are_looked_for_at_most_every_half_second_except_while_draining(m
     assert looks == ["first", "later", "draining", "draining again"]
 
 
+class _RecordingService:
+    """An executor service that only remembers what it was given to run."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+
+    def submit(self, task: str) -> None:
+        self.submitted.append(task)
+
+
+def test_a_steps_bundles_run_one_at_a_time_in_the_order_they_came():
+    serial = executor._SerialEvaluationState
+    original = serial.__dict__["_update_currently_evaluating"]
+    service = _RecordingService()
+    with local_streaming_fixes():
+        assert executor._ExecutorServiceParallelExecutor.NUM_WORKERS == 2
+        step = serial(service, set())
+        for bundle in ("first", "second", "third"):
+            step.schedule(bundle)
+        assert service.submitted == ["first"]  # one at a time
+        step.complete("first")
+        step.complete("second")
+        step.complete("third")
+    assert service.submitted == ["first", "second", "third"]  # Beam's own order: 1, 3, 2
+    assert serial.__dict__["_update_currently_evaluating"] is original
+    assert executor._ExecutorServiceParallelExecutor.NUM_WORKERS == 1
+
+
 class _SlowEndOfInputFn(beam.DoFn):
     """Emits its key once the input ends; each firing takes a while, as a busy flush does."""
 

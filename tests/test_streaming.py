@@ -260,3 +260,44 @@ def test_spec_4_batch_published_late_is_still_sent_in_timestamp_order(
     violations = sum(1 for sent in by_device.values() for a, b in itertools.pairwise(sent) if b < a)
     assert violations == 0
     assert all(len(sent) == 1 + TRACKS_PER_DEVICE for sent in by_device.values())
+
+
+def test_local_runner_pulls_and_flushes_while_the_sink_waits_for_woopra(
+    pubsub_factory: PubSubFactory, tmp_path
+):
+    """An event published while Woopra is slow to answer is pulled and buffered meanwhile.
+
+    With one executor thread the runner would pull it only once the first request was
+    answered, and then wait out the buffering time: the second request would leave at least
+    latency + buffering after the first. Pipelined, it is ready when the sink is free.
+    """
+    pair = pubsub_factory.pair("pipelined")
+    latency, buffering = 3.0, 1.0
+
+    def publish(device: str) -> None:
+        event = {"type": "track", "anonymousId": device, "messageId": device, "timestamp": 1}
+        pubsub_factory.publish(pair.topic, [json.dumps(event).encode()])
+
+    with WoopraStub(latency_ms=latency * 1000) as stub:
+        options = PipelineOptions(
+            [
+                "--input_subscription", pair.subscription_path,
+                "--project_name", "p",
+                "--woopra_base_url", stub.url,
+                "--rate_limit", "0",
+                "--max_buffering_seconds", str(buffering),
+                "--output", str(tmp_path),
+            ]
+        )  # fmt: skip
+        with local_streaming_fixes():
+            result = build_pipeline(options).run()
+            try:
+                publish("first")
+                assert _wait_for(lambda: stub.in_flight == 1, timeout=60)
+                publish("second")
+                assert _wait_for(lambda: len(stub.records) == 2, timeout=60)
+            finally:
+                result.cancel()
+        arrived = {record["params"]["cookie"]: record["ts"] for record in stub.records}
+
+    assert latency <= arrived["second"] - arrived["first"] < latency + buffering / 2
