@@ -488,6 +488,13 @@ _EXECUTOR_THREADS = 2
 _MONITOR_IDLE_SECONDS = 0.05
 
 
+class _WakeUp(executor._ExecutorService.CallableTask):
+    """A task that only wakes an idle executor thread, so that it sees a shutdown at once."""
+
+    def call(self, state_sampler) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _pipelined_steps(threads: int = _EXECUTOR_THREADS) -> Iterator[None]:
     """Let the steps of a run work at the same time, each on its bundles one at a time, in order.
@@ -512,8 +519,17 @@ def _pipelined_steps(threads: int = _EXECUTOR_THREADS) -> Iterator[None]:
     original_should_shutdown = monitor.__dict__["_should_shutdown"]
     original_add_work = monitor.__dict__["_add_work_if_necessary"]
     original_offer = updates.__dict__["offer"]
+    service = executor._ExecutorService
+    original_shutdown = service.__dict__["shutdown"]
     serial_states: list[executor._SerialEvaluationState] = []
     reported = threading.Event()
+
+    def shutdown(self) -> None:
+        original_shutdown(self)
+        # An idle thread waits on the queue up to 5 s at a time before it sees the request,
+        # and the run ends only once every thread has.
+        for _ in self.workers:
+            self.queue.put(_WakeUp())
 
     def serial_init(self, executor_service, scheduled) -> None:
         original_serial_init(self, executor_service, scheduled)
@@ -556,10 +572,13 @@ def _pipelined_steps(threads: int = _EXECUTOR_THREADS) -> Iterator[None]:
         return original_should_shutdown(self)
 
     def bundles_in_progress(self) -> list[executor.TransformExecutor]:
-        # Copies taken whole (in C, under the interpreter lock): the other thread changes them.
-        scheduled = list(self._executor.transform_executor_services.executors)
-        queued = [list(state.serial_queue) for state in list(serial_states)]
-        return scheduled + [work for works in queued for work in works]
+        # The queues first, each under its lock, then the scheduled set: a bundle leaves its
+        # queue for the set under that lock, so it is seen in one or the other.
+        queued: list[executor.TransformExecutor] = []
+        for state in list(serial_states):
+            with state._lock:
+                queued.extend(state.serial_queue)
+        return queued + list(self._executor.transform_executor_services.executors)
 
     def add_work_if_necessary(self, timers_fired: bool) -> None:
         if timers_fired or len(bundles_in_progress(self)) > 1:
@@ -576,6 +595,7 @@ def _pipelined_steps(threads: int = _EXECUTOR_THREADS) -> Iterator[None]:
                 )
 
     parallel.NUM_WORKERS = threads
+    service.shutdown = shutdown
     serial.__init__ = serial_init
     serial._update_currently_evaluating = next_work_in_order
     registry.should_execute_serially = lambda self, applied_ptransform: True
@@ -588,6 +608,7 @@ def _pipelined_steps(threads: int = _EXECUTOR_THREADS) -> Iterator[None]:
         yield
     finally:
         parallel.NUM_WORKERS = original_threads
+        service.shutdown = original_shutdown
         serial.__init__ = original_serial_init
         serial._update_currently_evaluating = original_next_work
         registry.should_execute_serially = original_serially

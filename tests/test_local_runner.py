@@ -130,6 +130,15 @@ def test_a_steps_bundles_run_one_at_a_time_in_the_order_they_came():
     assert executor._ExecutorServiceParallelExecutor.NUM_WORKERS == 1
 
 
+def test_idle_executor_threads_see_a_shutdown_at_once():
+    with local_streaming_fixes():
+        service = executor._ExecutorService(2)
+        service.shutdown()
+        for worker in service.workers:
+            worker.join(timeout=1)  # Beam's own idle wait is 5 s
+        assert not any(worker.is_alive() for worker in service.workers)
+
+
 class _SlowEndOfInputFn(beam.DoFn):
     """Emits its key once the input ends; each firing takes a while, as a busy flush does."""
 
