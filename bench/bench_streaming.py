@@ -18,7 +18,14 @@ and second apart in `originalTimestamp`, so per-device order is checkable from `
    p50/p90/p99/max; goal p99 <= `--max_buffering_seconds` + 2 s.
 2. Burst: `--burst-events` (10,000) over `--burst-devices` (1,000), published at once. Printed:
    events/s from the first publish to the last arrival (goal >= 1,000), the same over the
-   sending window only, and latency percentiles.
+   sending window only (from the first arrival), and latency percentiles. Then, as the
+   reference measured in the same invocation, the sink alone: its lanes and client
+   (`transforms/delivery/sink.py`) without Beam, at the run's `--max_in_flight`, sending the
+   same number of device lists of the same length to a fresh stub of the same latency, all
+   queued at once. Printed: its requests/s, the sending window's share of it, and what the
+   burst would have reached at that rate with every event ready at the first arrival, and
+   with every device flushed `--max_buffering_seconds` after the last publish, which no
+   faster pipeline can pass.
    After both: per-device order, repeats, and the run report after SIGTERM (a drain).
 3. Hot device (skipped with `--skip-cost`): a fresh pipeline against a stub without latency
    (`--latency-ms 0`, so that one device's strictly sequential requests do not set the pace).
@@ -71,6 +78,7 @@ from apache_beam.runners.direct.evaluation_context import DirectStepContext  # n
 from apache_beam.transforms.core import _StateDoFnParam, _TimerDoFnParam  # noqa: E402
 from apache_beam.transforms.window import GlobalWindow  # noqa: E402
 from apache_beam.utils.timestamp import Timestamp  # noqa: E402
+from apache_beam.utils.windowed_value import WindowedValue  # noqa: E402
 
 from bench.bench_sink import (  # noqa: E402
     BIN_DIR,
@@ -84,11 +92,15 @@ from bench.bench_sink import (  # noqa: E402
 from pipeline.local_runner import local_streaming_fixes  # noqa: E402
 from tests.pubsub_emulator import EMULATOR_HOST_ENV, PubSubEmulator  # noqa: E402
 from transforms.core.mapping import PreparedEvent  # noqa: E402
+from transforms.core.records import WoopraRequest  # noqa: E402
+from transforms.delivery.sink import DeliverySettings, _BundleSends, _Sender  # noqa: E402
 from transforms.identity import StreamingSettings, _StreamingResolveFn  # noqa: E402
 
 PROJECT = "bench-project"
 PUBLISH_BATCH = 1000  # Pub/Sub's most messages per publish request
 BURST_RATE_GOAL = 1000.0
+STUB_LATENCY_MS = 20
+DEFAULT_MAX_IN_FLIGHT = 32  # woopra-pipeline's default
 COST_RATIO_GOAL = 2.0
 STEADY_TICK_SECONDS = 0.1
 PIPELINE_STOP_SECONDS = 120
@@ -296,7 +308,7 @@ def steady_phase(
 
 def burst_phase(
     publisher: Publisher, record: StubRecord, events: int, devices: int, seed: int = 3
-) -> list[int]:
+) -> BurstTiming | None:
     names = [f"burst-{n % devices}" for n in range(events)]
     random.Random(seed).shuffle(names)
     seqs = publisher.publish(names)
@@ -306,17 +318,107 @@ def burst_phase(
         print(f"  only {sum(s in record.arrivals for s in seqs)} of {len(seqs)} arrived")
     arrived = sorted(record.arrivals[s] for s in seqs if s in record.arrivals)
     if len(arrived) < 2:
-        return seqs
+        return None
     rate = len(arrived) / (arrived[-1] - first_publish)
     window = (len(arrived) - 1) / (arrived[-1] - arrived[0])
     print(
         f"  burst: {len(arrived)} delivered at {rate:.0f} events/s (first publish -> last "
         f"arrival, {arrived[-1] - first_publish:.1f} s), {window:.0f}/s over the sending window "
+        f"from the first arrival {arrived[0] - first_publish:.1f} s after the first publish "
         f"({load()})"
     )
     print(f"  {verdict(rate >= BURST_RATE_GOAL)} >= {BURST_RATE_GOAL:.0f} events/s")
     print_latencies("burst", seqs, publisher, record)
-    return seqs
+    last_publish = max(publisher.published_at[s] for s in seqs)
+    return BurstTiming(
+        len(arrived), last_publish - first_publish, arrived[0] - first_publish, window
+    )
+
+
+@dataclass(frozen=True)
+class BurstTiming:
+    """A burst's delivery; times in seconds after the first publish."""
+
+    delivered: int
+    last_publish: float
+    first_arrival: float
+    sending_rate: float  # events/s over the sending window
+
+
+def sink_alone_rate(work: Path, events: int, devices: int, max_in_flight: int) -> float:
+    """Requests/s of the sink's own lanes and client, without Beam, against a fresh stub of the
+    same latency: `devices` lists of `events / devices` requests, all queued at once, as a
+    flushed burst is. The most the burst's sending could reach on this machine at this hour."""
+    stub = start_stub(work, "sink-alone", ["--latency-ms", str(STUB_LATENCY_MS)])
+    sender = _Sender(DeliverySettings(rate_limit=0, max_in_flight=max_in_flight))
+    source = WindowedValue(None, 0, (GLOBAL,))
+    per_device = max(1, events // devices)
+    lists = [
+        [
+            WoopraRequest(
+                f"alone-{device}-{n}",
+                stub.url + "/track/ce",
+                {"project": PROJECT, "cookie": f"alone-{device}", "event": "bench", "ce_n": n},
+            )
+            for n in range(per_device)
+        ]
+        for device in range(devices)
+    ]
+    try:
+        bundle = _BundleSends()
+        started = time.perf_counter()
+        for device, requests in enumerate(lists):
+            sender.lanes.submit(device, requests, source, bundle)
+        while not bundle.wait(0, 1.0):
+            pass
+        elapsed = time.perf_counter() - started
+        failed = sum(not outcome.delivered for _, outcome in bundle.take())
+    finally:
+        sender.pool.shutdown()
+        sender.client.close()
+        stop_stub(stub.process)
+    if failed:
+        print(f"  the sink alone: {failed} requests not delivered")
+    return devices * per_device / elapsed
+
+
+def print_sink_reference(
+    work: Path,
+    timing: BurstTiming,
+    devices: int,
+    max_in_flight: int,
+    buffering_seconds: float,
+) -> None:
+    """The burst against what the sink alone does now, at the same concurrency: the sending
+    window's share of it, and two ceilings of the burst's rate with the sink at that rate:
+    every event ready at the first arrival, and (what no faster pipeline can pass) every device
+    flushed as soon as buffering allows, `buffering_seconds` after the last publish."""
+    alone = sink_alone_rate(work, timing.delivered, devices, max_in_flight)
+    sending = timing.delivered / alone
+
+    def ceiling(start: float) -> str:
+        return f"{timing.delivered / (start + sending):.0f}"
+
+    print(
+        f"  the sink alone (lanes and client, no Beam, {max_in_flight} in flight): {alone:.0f} "
+        f"requests/s; the sending window was {timing.sending_rate / alone:.0%} of it ({load()})"
+    )
+    soonest = timing.last_publish + buffering_seconds
+    print(
+        f"  at that rate the burst could reach {ceiling(timing.first_arrival)} events/s with "
+        f"every event ready at the first arrival, {ceiling(soonest)} with every device "
+        f"flushed {buffering_seconds:g} s after the last publish"
+    )
+
+
+def flag_value(flags: list[str], name: str, default: int) -> int:
+    """An integer woopra-pipeline flag among `flags` (`--name N` or `--name=N`), else default."""
+    for n, flag in enumerate(flags):
+        if flag == name and n + 1 < len(flags):
+            return int(flags[n + 1])
+        if flag.startswith(name + "="):
+            return int(flag.split("=", 1)[1])
+    return default
 
 
 def print_report_check(report: dict[str, Any] | None, published: int) -> None:
@@ -340,10 +442,10 @@ def start_run(
 
 
 def throughput_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespace) -> None:
-    print(f"\n== steady and burst: stub latency 20 ms, --rate_limit 0  ({load()})")
+    print(f"\n== steady and burst: stub latency {STUB_LATENCY_MS} ms, --rate_limit 0  ({load()})")
     buffering = ["--max_buffering_seconds", str(args.max_buffering_seconds)]
     stub, pipeline, record, publisher = start_run(
-        work, emulator, "steady-burst", 20, buffering + args.extra
+        work, emulator, "steady-burst", STUB_LATENCY_MS, buffering + args.extra
     )
     try:
         if not warm_up(publisher, record):
@@ -365,8 +467,13 @@ def throughput_run(work: Path, emulator: PubSubEmulator, args: argparse.Namespac
         if not args.skip_burst:
             print(f"-- burst: {args.burst_events} events over {args.burst_devices} devices")
             cpu = _PhaseCpu(pipeline)
-            burst_phase(publisher, record, args.burst_events, args.burst_devices)
+            timing = burst_phase(publisher, record, args.burst_events, args.burst_devices)
             cpu.print()
+            if timing is not None:
+                in_flight = flag_value(args.extra, "--max_in_flight", DEFAULT_MAX_IN_FLIGHT)
+                print_sink_reference(
+                    work, timing, args.burst_devices, in_flight, args.max_buffering_seconds
+                )
     finally:
         report = stop_pipeline(pipeline)
         stop_stub(stub.process)
