@@ -177,6 +177,46 @@ def test_end_of_input_timers_fire_once_each_although_looks_go_on_while_their_bun
     assert sorted(_FIRED) == sorted(keys)
 
 
+class _MainOutputOnlyFn(beam.DoFn):
+    """Declares a tagged output, as the stages that can dead-letter do, and never uses it."""
+
+    def process(self, element):
+        yield element
+
+
+_BUNDLES_SEEN: list[str] = []
+
+
+class _BundleCountingFn(beam.DoFn):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def start_bundle(self):
+        _BUNDLES_SEEN.append(self.name)
+
+    def process(self, element):
+        yield element
+
+
+def test_a_step_gets_no_bundle_of_an_output_that_holds_nothing():
+    stream = test_stream.TestStream()
+    for n in range(3):
+        stream = stream.add_elements([n, n + 10])
+    options = PipelineOptions(runner=LOCAL_STREAMING_RUNNER)
+    options.view_as(StandardOptions).streaming = True
+    _BUNDLES_SEEN.clear()
+    with local_streaming_fixes(), beam.Pipeline(options=options) as pipeline:
+        outputs = (
+            pipeline
+            | stream.advance_watermark_to_infinity()
+            | beam.ParDo(_MainOutputOnlyFn()).with_outputs("unused", main="main")
+        )
+        _ = outputs.main | "Main" >> beam.ParDo(_BundleCountingFn("main"))
+        _ = outputs.unused | "Unused" >> beam.ParDo(_BundleCountingFn("unused"))
+    assert "main" in _BUNDLES_SEEN
+    assert "unused" not in _BUNDLES_SEEN  # Beam's own runner gives it an empty bundle each
+
+
 def _state_with_timers_and_values() -> InMemoryUnmergedState:
     state = DirectUnmergedState()
     window = GlobalWindow()
