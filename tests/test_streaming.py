@@ -11,15 +11,17 @@ import sys
 import time
 from collections.abc import Callable
 
+import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.direct import transform_evaluator
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.builder import build_pipeline
 from pipeline.local_runner import local_streaming_fixes
 from pipeline.report import build_report, counters_of
 from pipeline.stub import WoopraStub
-from tests.pubsub_emulator import PubSubFactory
+from tests.pubsub_emulator import PubSubFactory, run_streaming
 
 pytestmark = [pytest.mark.emulator, pytest.mark.slow]
 
@@ -301,3 +303,45 @@ def test_local_runner_pulls_and_flushes_while_the_sink_waits_for_woopra(
         arrived = {record["params"]["cookie"]: record["ts"] for record in stub.records}
 
     assert latency <= arrived["second"] - arrived["first"] < latency + buffering / 2
+
+
+_READ: list[bytes] = []
+
+
+def _record_read(payload: bytes) -> None:
+    _READ.append(payload)
+
+
+def test_local_runner_works_out_the_subscription_once_not_for_every_pull(
+    pubsub_factory: PubSubFactory, direct_streaming, monkeypatch
+):
+    read = transform_evaluator._PubSubReadEvaluator
+    patched_init = read.__dict__["__init__"]
+    find_subscription = read.__dict__["get_subscription"].__func__
+    pulls, lookups = [], []
+
+    def counted_init(self, *args):
+        pulls.append(1)
+        patched_init(self, *args)
+
+    def counted_lookup(cls, *args):
+        lookups.append(1)
+        return find_subscription(cls, *args)
+
+    monkeypatch.setattr(read, "__init__", counted_init)
+    monkeypatch.setattr(read, "get_subscription", classmethod(counted_lookup))
+    pair = pubsub_factory.pair("once")
+    pipeline = beam.Pipeline(options=direct_streaming())
+    _ = (
+        pipeline
+        | beam.io.ReadFromPubSub(subscription=pair.subscription_path)
+        | beam.Map(_record_read)
+    )
+    _READ.clear()
+    with run_streaming(pipeline):
+        for round_ in range(3):
+            pubsub_factory.publish(pair.topic, [b"round-%d" % round_])
+            assert _wait_for(lambda n=round_: len(_READ) > n, timeout=30)
+    assert sorted(_READ) == [b"round-0", b"round-1", b"round-2"]
+    assert len(pulls) >= 3  # an evaluator for every pull, empty ones too
+    assert len(lookups) == 1  # without the fix: one for each of them
