@@ -31,6 +31,7 @@ from pipeline.local_runner import (
     _GC_THRESHOLDS,
     _publish_timestamp,
     _specs_cache_key,
+    _TimerIndex,
     local_streaming_fixes,
 )
 from pipeline.options import LOCAL_STREAMING_RUNNER
@@ -272,6 +273,68 @@ def test_due_timers_are_found_as_the_runner_finds_them():
     assert _firings(fired) == _firings(expected)
     assert len(fired) == 11 + 5  # processing time 10 µs, watermark 4 µs
     assert _TransformWatermarks.extract_transform_timers is original
+
+
+class _CountedState(DirectUnmergedState):
+    """A key's state that counts how often a look reads its timers."""
+
+    reads = 0
+
+    @property
+    def timers(self):
+        _CountedState.reads += 1
+        return self._timers
+
+    @timers.setter
+    def timers(self, value):
+        self._timers = value
+
+
+def test_a_look_reads_only_the_keys_whose_soonest_timer_is_due():
+    keyed = {}
+    for n in range(1_000):
+        state = keyed[f"key-{n}".encode()] = _CountedState()
+        state.set_timer(GlobalWindow(), "user/flush", TimeDomain.REAL_TIME, Timestamp(micros=n))
+        state.set_timer(GlobalWindow(), "user/expire", TimeDomain.WATERMARK, Timestamp(10**6))
+    with local_streaming_fixes():
+        watermarks = _watermarks(keyed, 0.0, Timestamp(micros=0))
+        fired, realtime = watermarks.extract_transform_timers()  # indexes every key once
+        assert _firings(fired) == [
+            (b"key-0", GlobalWindow(), "user/flush", TimeDomain.REAL_TIME, Timestamp(micros=0), "")
+        ]
+        assert realtime is True
+        _CountedState.reads = 0
+        watermarks._clock = ManualClock(Timestamp(micros=2))
+        fired, _ = watermarks.extract_transform_timers()
+    # key-0 again (its fired timer is still in its state) and key-1, key-2 newly due, each
+    # read twice (noted again, then its due timers taken); the runner's own look reads all
+    # 1,000 keys every time.
+    assert sorted(t.encoded_key for t in fired) == [b"key-0", b"key-1", b"key-2"]
+    assert _CountedState.reads == 2 * 3
+
+
+def test_the_timer_index_keeps_a_due_entry_for_every_key_with_a_due_timer():
+    state = DirectUnmergedState()
+    window = GlobalWindow()
+    state.set_timer(window, "user/flush", TimeDomain.REAL_TIME, Timestamp(micros=50))
+    index = _TimerIndex({b"device": state})
+    assert index.take_due_keys(now=49, watermark=0) == set()
+    # Moved later: the old entry stays and comes due early; the key is looked at, noted again.
+    state.set_timer(window, "user/flush", TimeDomain.REAL_TIME, Timestamp(micros=80))
+    index.note(b"device", state)
+    assert index.take_due_keys(now=60, watermark=0) == {b"device"}
+    index.note(b"device", state)
+    assert index.take_due_keys(now=79, watermark=0) == set()
+    # Moved earlier: the new entry counts, the older one is stale and ignored.
+    state.set_timer(window, "user/flush", TimeDomain.REAL_TIME, Timestamp(micros=70))
+    index.note(b"device", state)
+    assert index.take_due_keys(now=75, watermark=0) == {b"device"}
+    assert index.take_due_keys(now=90, watermark=0) == set()
+    # Cleared: no processing-time timer is left to wait for.
+    assert index.with_realtime_timers == {b"device"}
+    state.clear_timer(window, "user/flush", TimeDomain.REAL_TIME)
+    index.note(b"device", state)
+    assert index.with_realtime_timers == set()
 
 
 def test_the_heap_is_frozen_and_collected_less_often_only_during_the_run():
