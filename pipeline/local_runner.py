@@ -404,7 +404,7 @@ class _TimerIndex:
         soonest: dict[object, int] = {}
         for timers in list(state.timers.values()):
             for (_, domain, _), timestamp in list(timers.items()):
-                micros = getattr(timestamp, "micros", None)
+                micros = _whole_micros(timestamp)
                 if micros is None or domain not in self._heaps:
                     self.indexable = False
                     return
@@ -436,6 +436,14 @@ class _TimerIndex:
 _REAL_TIME, _EVENT_TIME = TimeDomain.REAL_TIME, TimeDomain.WATERMARK
 
 
+def _whole_micros(timestamp: object) -> int | None:
+    """A timer's time in microseconds; None for one that is not a `Timestamp` (a trigger's
+    float) or is finer than a microsecond."""
+    if not isinstance(timestamp, Timestamp) or timestamp.precision() > Timestamp.MICROS_PRECISION:
+        return None
+    return timestamp.micros
+
+
 @contextlib.contextmanager
 def _indexed_timer_looks() -> Iterator[None]:
     """Find a step's due timers among the keys whose soonest timer is due, not among all keys.
@@ -457,27 +465,33 @@ def _indexed_timer_looks() -> Iterator[None]:
 
     def extract_transform_timers(self) -> tuple[list[TimerFiring], bool]:
         with self._lock:
-            index = indexes.get(self)
-            if index is None:
-                index = indexes[self] = _TimerIndex(self._keyed_states)
+            found = indexed_look(self)
+        # The runner's own look takes the same lock, which is not re-entrant.
+        return original(self) if found is None else found
+
+    def indexed_look(self) -> tuple[list[TimerFiring], bool] | None:
+        """The due timers from the step's index; None once a timer cannot be indexed."""
+        index = indexes.get(self)
+        if index is None:
+            index = indexes[self] = _TimerIndex(self._keyed_states)
+        if not index.indexable:
+            return None
+        limits = {
+            _REAL_TIME: Timestamp.of(self._clock.time()).micros,
+            _EVENT_TIME: self._input_watermark.micros,
+        }
+        fired: list[TimerFiring] = []
+        for key in index.take_due_keys(limits[_REAL_TIME], limits[_EVENT_TIME]):
+            state = self._keyed_states[key]
+            index.note(key, state)
             if not index.indexable:
-                return original(self)
-            limits = {
-                _REAL_TIME: Timestamp.of(self._clock.time()).micros,
-                _EVENT_TIME: self._input_watermark.micros,
-            }
-            fired: list[TimerFiring] = []
-            for key in index.take_due_keys(limits[_REAL_TIME], limits[_EVENT_TIME]):
-                state = self._keyed_states[key]
-                index.note(key, state)
-                if not index.indexable:
-                    return original(self)
-                for window, timers in list(state.timers.items()):
-                    for (name, domain, tag), timestamp in list(timers.items()):
-                        if timestamp.micros <= limits[domain]:
-                            fired.append(TimerFiring(key, window, name, domain, timestamp, tag))
-            self._fired_timers.update(fired)
-            return fired, bool(index.with_realtime_timers)
+                return None
+            for window, timers in list(state.timers.items()):
+                for (name, domain, tag), timestamp in list(timers.items()):
+                    if timestamp.micros <= limits[domain]:
+                        fired.append(TimerFiring(key, window, name, domain, timestamp, tag))
+        self._fired_timers.update(fired)
+        return fired, bool(index.with_realtime_timers)
 
     def handle_result(self, completed_bundle, completed_timers, result):
         committed = original_handle_result(self, completed_bundle, completed_timers, result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import threading
 import time
 import types
 
@@ -335,6 +336,29 @@ def test_the_timer_index_keeps_a_due_entry_for_every_key_with_a_due_timer():
     state.clear_timer(window, "user/flush", TimeDomain.REAL_TIME)
     index.note(b"device", state)
     assert index.with_realtime_timers == set()
+
+
+def test_a_timer_the_index_cannot_hold_sends_the_step_back_to_the_runners_own_look():
+    keyed = {}
+    for n, when in enumerate((Timestamp(micros=3), 0.000_002, Timestamp(0, 1, 9))):
+        state = keyed[f"key-{n}".encode()] = DirectUnmergedState()
+        # A trigger's float time; a time finer than a microsecond.
+        state.set_timer(GlobalWindow(), "user/flush", TimeDomain.REAL_TIME, when)
+    original = _TransformWatermarks.extract_transform_timers
+    expected, _ = original(_watermarks(keyed, 10e-6, Timestamp(micros=0)))
+    found: list = []
+    with local_streaming_fixes():
+        looking = threading.Thread(
+            daemon=True,
+            target=lambda: found.append(
+                _watermarks(keyed, 10e-6, Timestamp(micros=0)).extract_transform_timers()
+            ),
+        )
+        looking.start()
+        looking.join(timeout=10)
+    assert not looking.is_alive()  # the runner's own look takes the step's lock: no deadlock
+    assert _firings(found[0][0]) == _firings(expected)
+    assert len(expected) == 3
 
 
 def test_the_heap_is_frozen_and_collected_less_often_only_during_the_run():
