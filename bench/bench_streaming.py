@@ -40,14 +40,18 @@ and second apart in `originalTimestamp`, so per-device order is checkable from `
    stream. The same fill, then the time per event of `--cost-events` more of the hot device
    and of the quiet devices; the difference between them is what the state costs per event
    of what a device sent. Goal: hot <= 2 x quiet.
+5. Timer looks (skipped with `--skip-looks`; no emulator): a step's keyed states as a long
+   run leaves them, `--look-devices` (100,000) devices with an expiry and an end-of-input
+   timer each, none due. Printed: the time of one look for due timers (the monitor looks
+   every 0.5 s), Beam's own look against the local runner's, after a first look of each.
 
 The load average (`/proc/loadavg`) is printed beside every figure: the machine is shared and
 the figures move with it. PASS/MISS lines are information only; the script exits 0 unless a
 child could not be started. Run from the repository root:
 
     .venv/bin/python bench/bench_streaming.py [--steady-seconds N] [--burst-events N]
-        [--skip-steady] [--skip-burst] [--skip-cost] [--skip-state] [--max-buffering-seconds S]
-        [--keep] [-- more woopra-pipeline flags]
+        [--skip-steady] [--skip-burst] [--skip-cost] [--skip-state] [--skip-looks]
+        [--max-buffering-seconds S] [--keep] [-- more woopra-pipeline flags]
 """
 
 from __future__ import annotations
@@ -73,9 +77,15 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.coders import StrUtf8Coder  # noqa: E402
+from apache_beam.runners.direct.clock import RealClock  # noqa: E402
 from apache_beam.runners.direct.direct_userstate import DirectUserStateContext  # noqa: E402
-from apache_beam.runners.direct.evaluation_context import DirectStepContext  # noqa: E402
+from apache_beam.runners.direct.evaluation_context import (  # noqa: E402
+    DirectStepContext,
+    DirectUnmergedState,
+)
+from apache_beam.runners.direct.watermark_manager import _TransformWatermarks  # noqa: E402
 from apache_beam.transforms.core import _StateDoFnParam, _TimerDoFnParam  # noqa: E402
+from apache_beam.transforms.timeutil import TimeDomain  # noqa: E402
 from apache_beam.transforms.window import GlobalWindow  # noqa: E402
 from apache_beam.utils.timestamp import Timestamp  # noqa: E402
 from apache_beam.utils.windowed_value import WindowedValue  # noqa: E402
@@ -600,6 +610,39 @@ def state_run(args: argparse.Namespace) -> None:
     print(f"  {verdict(hot <= COST_RATIO_GOAL * calm)} hot <= {COST_RATIO_GOAL:.0f} x quiet")
 
 
+LOOKS = 10
+EXPIRY_MICROS = 10**17  # far ahead: no expiry timer is due
+
+
+def looks_run(args: argparse.Namespace) -> None:
+    print(f"\n== a look for due timers, {args.look_devices} devices, 2 timers each  ({load()})")
+    keyed_states = {}
+    for n in range(args.look_devices):
+        state = keyed_states[f"device-{n}".encode()] = DirectUnmergedState()
+        state.set_timer(
+            GLOBAL, "user/expire", TimeDomain.WATERMARK, Timestamp(micros=EXPIRY_MICROS + n)
+        )
+        state.set_timer(GLOBAL, "user/drain", TimeDomain.WATERMARK, GLOBAL.max_timestamp())
+
+    def per_look() -> float:
+        step = _TransformWatermarks(RealClock(), keyed_states, "step")
+        step._input_watermark = Timestamp.now()
+        step.extract_transform_timers()  # the first (the local runner's indexes the keys)
+        started = time.perf_counter()
+        for _ in range(LOOKS):
+            fired, _ = step.extract_transform_timers()
+            assert not fired
+        return (time.perf_counter() - started) / LOOKS
+
+    beams_own = per_look()
+    with local_streaming_fixes():
+        local = per_look()
+    print(
+        f"  per look, none due: Beam's own {beams_own * 1e3:.1f} ms, the local runner's "
+        f"{local * 1e3:.3f} ms  ({load()})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steady-rate", type=int, default=500)
@@ -615,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-burst", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     parser.add_argument("--skip-state", action="store_true")
+    parser.add_argument("--skip-looks", action="store_true")
+    parser.add_argument("--look-devices", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument(
         "extra", nargs="*", help="more woopra-pipeline flags (after --), e.g. --max_in_flight 64"
@@ -631,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
                 cost_run(work, emulator, args)
         if not args.skip_state:
             state_run(args)
+        if not args.skip_looks:
+            looks_run(args)
     finally:
         if args.keep:
             print(f"kept {work}")
