@@ -668,12 +668,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-streaming-"))
     print(f"work directory {work}  ({load()}, {os.cpu_count()} cores)")
     try:
-        with PubSubEmulator() as emulator:
-            print(f"Pub/Sub emulator on {emulator.host_port}")
-            if not (args.skip_steady and args.skip_burst):
-                throughput_run(work, emulator, args)
-            if not args.skip_cost:
-                cost_run(work, emulator, args)
+        if not (args.skip_steady and args.skip_burst and args.skip_cost):
+            with PubSubEmulator() as emulator:
+                print(f"Pub/Sub emulator on {emulator.host_port}")
+                if not (args.skip_steady and args.skip_burst):
+                    throughput_run(work, emulator, args)
+                if not args.skip_cost:
+                    cost_run(work, emulator, args)
         if not args.skip_state:
             state_run(args)
         if not args.skip_looks:
