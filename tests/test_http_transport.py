@@ -6,6 +6,7 @@ Every server here is on 127.0.0.1; the TLS ones use a throwaway CA made by `trus
 from __future__ import annotations
 
 import email.utils
+import select
 import socket
 import struct
 import threading
@@ -23,7 +24,9 @@ from transforms.core.records import RETRIES_EXHAUSTED, WoopraRequest
 from transforms.delivery.http_transport import (
     ConnectError,
     ConnectionBrokenError,
+    ConnectTimeoutError,
     CurlTransport,
+    ReadTimeoutError,
     TLSError,
     TransportError,
 )
@@ -74,6 +77,106 @@ class RawListener:
 
     def close(self) -> None:
         self._socket.close()
+
+
+class QuietListener:
+    """A loopback TCP server that answers the first `answers` requests of each connection with
+    a kept-alive 200, then reads on and never answers: a server that stopped mid-connection."""
+
+    def __init__(self, answers: int = 0) -> None:
+        self._answers = answers
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port = self._socket.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with connection:
+            answered = 0
+            while connection.recv(65536):
+                if answered < self._answers:
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    answered += 1
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class FullListener:
+    """A loopback port whose accept queue is full: the kernel drops every further SYN, so a
+    connection to it is never made and a connect waits until its timeout."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0), backlog=0)
+        self.port = self._socket.getsockname()[1]
+        self._waiting: list[socket.socket] = []
+        for _ in range(16):
+            waiting = socket.socket()
+            waiting.setblocking(False)
+            waiting.connect_ex(("127.0.0.1", self.port))
+            self._waiting.append(waiting)
+            _, connected, _ = select.select([], [waiting], [], 0.2)
+            if not connected:
+                return  # this one's SYN was dropped: the queue is full
+        raise AssertionError("the accept queue did not fill")
+
+    def close(self) -> None:
+        for waiting in self._waiting:
+            waiting.close()
+        self._socket.close()
+
+
+def timeout_of(url: str, first_url: str | None = None) -> TransportError:
+    """The error of an exchange with `url` (after one with `first_url`, on the same handle)."""
+    transport = CurlTransport(timeout_seconds=0.3)
+    try:
+        if first_url is not None:
+            assert transport.exchange("GET", first_url).status == 200
+        with pytest.raises(TransportError) as raised:
+            transport.exchange("GET", url)
+    finally:
+        transport.close()
+    return raised.value
+
+
+def test_spec_10_a_connection_never_made_is_a_retried_connect_timeout():
+    server = FullListener()
+    try:
+        error = timeout_of(f"http://127.0.0.1:{server.port}/track/ce")
+    finally:
+        server.close()
+    assert type(error) is ConnectTimeoutError
+    assert error.retryable
+    assert error.describe() == "ConnectTimeoutError: OPERATION_TIMEDOUT"
+
+
+def test_a_tls_handshake_never_answered_is_a_connect_timeout():
+    server = QuietListener()
+    try:
+        error = timeout_of(f"https://127.0.0.1:{server.port}/track/ce")
+    finally:
+        server.close()
+    assert type(error) is ConnectTimeoutError
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["new connection", "kept-alive connection"])
+def test_spec_10_a_request_sent_but_never_answered_is_a_retried_read_timeout(reused):
+    server = QuietListener(answers=1 if reused else 0)
+    url = f"http://127.0.0.1:{server.port}/track/ce"
+    try:
+        error = timeout_of(url, first_url=url if reused else None)
+    finally:
+        server.close()
+    assert type(error) is ReadTimeoutError
+    assert error.retryable
+    assert error.describe() == "ReadTimeoutError: OPERATION_TIMEDOUT"
 
 
 @pytest.fixture

@@ -237,8 +237,10 @@ def _set_or_unset(handle: pycurl.Curl, option: int, value: str | None) -> None:
 
 def _transport_error(handle: pycurl.Curl, code: int) -> TransportError:
     if code == pycurl.E_OPERATION_TIMEDOUT:
-        # Pre-transfer time is set once connected (TLS included), on a reused connection too.
-        connected = handle.getinfo(pycurl.PRETRANSFER_TIME) > 0
+        # Connected (TLS included) once any of the request went out, on a reused connection
+        # too. Neither timing tells: libcurl sets the pre-transfer time when it gives up
+        # connecting, and leaves the connect time at 0 on a reused connection.
+        connected = handle.getinfo(pycurl.REQUEST_SIZE) > 0
         return (ReadTimeoutError if connected else ConnectTimeoutError)("OPERATION_TIMEDOUT")
     kind, name = _CURL_ERRORS.get(code, (TransportError, f"error {code}"))
     return kind(name)
