@@ -9,7 +9,7 @@ import pytest
 from apache_beam.runners.portability.fn_api_runner.execution import GroupingBuffer
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline import local_runner
+from pipeline.local_runner import memory
 
 
 def _group(pairs):
@@ -25,12 +25,12 @@ def _group(pairs):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_free_pages_are_trimmed_once_per_shuffle_and_the_groups_stay_whole(monkeypatch):
-    real_trim = local_runner._malloc_trim()
+    real_trim = memory.malloc_trim()
     assert real_trim is not None  # glibc has it
     calls = []
-    monkeypatch.setattr(local_runner, "_malloc_trim", lambda: lambda: calls.append(real_trim()))
+    monkeypatch.setattr(memory, "malloc_trim", lambda: lambda: calls.append(real_trim()))
     original = GroupingBuffer.__dict__["partition"]
-    with local_runner.returned_shuffle_memory():
+    with memory.returned_shuffle_memory():
         assert GroupingBuffer.__dict__["partition"] is not original
         _group([("a", 1), ("b", 2), ("a", 3)])
     assert len(calls) == 3  # the shuffles of Create, the GroupByKey and assert_that
@@ -38,8 +38,8 @@ def test_free_pages_are_trimmed_once_per_shuffle_and_the_groups_stay_whole(monke
 
 
 def test_without_malloc_trim_nothing_is_patched(monkeypatch):
-    monkeypatch.setattr(local_runner, "_malloc_trim", lambda: None)
+    monkeypatch.setattr(memory, "malloc_trim", lambda: None)
     original = GroupingBuffer.__dict__["partition"]
-    with local_runner.returned_shuffle_memory():
+    with memory.returned_shuffle_memory():
         assert GroupingBuffer.__dict__["partition"] is original
         _group([("a", 1), ("b", 2), ("a", 3)])

@@ -1,4 +1,4 @@
-"""The local streaming runner's fixes (pipeline/local_runner.py) that need no emulator."""
+"""The local streaming runner's fixes (pipeline/local_runner/) that need no emulator."""
 
 from __future__ import annotations
 
@@ -27,14 +27,11 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 from google.pubsub_v1.types import PubsubMessage
 
-from pipeline import local_runner
-from pipeline.local_runner import (
-    _GC_THRESHOLDS,
-    _publish_timestamp,
-    _specs_cache_key,
-    _TimerIndex,
-    local_streaming_fixes,
-)
+from pipeline.local_runner import local_streaming_fixes, timers
+from pipeline.local_runner.dofns import specs_cache_key
+from pipeline.local_runner.memory import GC_THRESHOLDS
+from pipeline.local_runner.pubsub import publish_timestamp
+from pipeline.local_runner.timers import TimerIndex
 from pipeline.options import LOCAL_STREAMING_RUNNER
 from transforms.identity import StreamingSettings, _StreamingResolveFn
 
@@ -49,12 +46,12 @@ def _with_default(element, extra=1):
 
 def test_dofn_specs_are_cached_by_class_or_by_the_wrapped_function():
     resolve = _StreamingResolveFn(True, StreamingSettings())
-    assert _specs_cache_key(resolve) is _StreamingResolveFn
-    assert _specs_cache_key(core.CallableWrapperDoFn(_plain)) == (
+    assert specs_cache_key(resolve) is _StreamingResolveFn
+    assert specs_cache_key(core.CallableWrapperDoFn(_plain)) == (
         core.CallableWrapperDoFn,
         _plain.__code__,
     )
-    assert _specs_cache_key(core.CallableWrapperDoFn(_with_default)) is None
+    assert specs_cache_key(core.CallableWrapperDoFn(_with_default)) is None
 
 
 def test_cached_dofn_specs_are_the_specs_and_are_restored_after_the_run():
@@ -91,7 +88,7 @@ def test_timers_are_looked_for_at_most_every_half_second_except_while_draining(m
     looks: list[str] = []
     monkeypatch.setattr(monitor, "_fire_timers", lambda self: looks.append(self.name) or True)
     clock = [100.0]
-    monkeypatch.setattr(local_runner, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(timers, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     with local_streaming_fixes() as run:
         assert monitor._fire_timers(_idle_monitor("first")) is True
         clock[0] += 0.49
@@ -318,7 +315,7 @@ def test_the_timer_index_keeps_a_due_entry_for_every_key_with_a_due_timer():
     state = DirectUnmergedState()
     window = GlobalWindow()
     state.set_timer(window, "user/flush", TimeDomain.REAL_TIME, Timestamp(micros=50))
-    index = _TimerIndex({b"device": state})
+    index = TimerIndex({b"device": state})
     assert index.take_due_keys(now=49, watermark=0) == set()
     # Moved later: the old entry stays and comes due early; the key is looked at, noted again.
     state.set_timer(window, "user/flush", TimeDomain.REAL_TIME, Timestamp(micros=80))
@@ -365,7 +362,7 @@ def test_the_heap_is_frozen_and_collected_less_often_only_during_the_run():
     thresholds = gc.get_threshold()
     with local_streaming_fixes():
         assert gc.get_freeze_count() > 0
-        assert gc.get_threshold() == _GC_THRESHOLDS
+        assert gc.get_threshold() == GC_THRESHOLDS
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == thresholds
 
@@ -375,7 +372,7 @@ def test_a_publish_time_is_read_to_the_microsecond_as_the_runner_reads_it():
     message.publish_time = datetime.datetime(2024, 6, 1, 12, 0, 1, 123456, datetime.UTC)
     raw = PubsubMessage.pb(message)
     raw.publish_time.nanos += 789  # below a microsecond: dropped, as the runner drops it
-    assert _publish_timestamp(raw) == Timestamp.from_utc_datetime(message.publish_time)
+    assert publish_timestamp(raw) == Timestamp.from_utc_datetime(message.publish_time)
 
 
 class _Counting(beam.DoFn):
