@@ -168,7 +168,7 @@ def test_dropped_connections_are_retried_then_dead_lettered_without_the_url():
 
 
 def test_timeouts_are_retried():
-    with WoopraStub(latency_ms=300) as stub, client(max_attempts=2, timeout_seconds=0.05) as sender:
+    with WoopraStub(latency_ms=800) as stub, client(max_attempts=2, timeout_seconds=0.25) as sender:
         outcome = sender.send(track(stub.url))
     assert outcome.dead_letter is not None
     assert (outcome.dead_letter.reason, outcome.attempts) == (RETRIES_EXHAUSTED, 2)

@@ -5,6 +5,7 @@ Every server here is on 127.0.0.1; the TLS ones use a throwaway CA made by `trus
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import select
 import socket
@@ -106,6 +107,9 @@ class QuietListener:
                     answered += 1
 
     def close(self) -> None:
+        # A close alone does not wake the thread waiting in accept().
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
         self._socket.close()
 
 
@@ -125,6 +129,7 @@ class FullListener:
             _, connected, _ = select.select([], [waiting], [], 0.2)
             if not connected:
                 return  # this one's SYN was dropped: the queue is full
+        self.close()
         raise AssertionError("the accept queue did not fill")
 
     def close(self) -> None:

@@ -27,14 +27,14 @@ run:
 * it works on one thread, and pulls again only once every step is idle, so while the sink
   waits for Woopra's answers nothing is pulled, buffered or flushed: under a steady stream
   that thread was busy nine tenths of the time, almost half of it waiting in the sink
-  (`steps`);
-* its garbage collector walked the run's whole long-lived heap on every full collection,
-  about an eighth of a busy run's time (`memory`).
+  (`steps`).
 
 It also has no drain, only cancel, which drops whatever was pulled (the runner acknowledges
-messages as it pulls them): `LocalStreamingRun.drain()` (`run`) stops pulling and lets the
-run finish as Dataflow's drain does. Each fix is a context manager in the module named
-beside its fault; `local_streaming_fixes` applies them all for as long as a run lasts.
+messages as it pulls them): `LocalStreamingRun.drain()` (`run`) stops pulling (`pubsub`) and
+lets the run finish as Dataflow's drain does. And Python's garbage collector walked the whole
+heap a streaming run holds for good on every full collection, about an eighth of a busy
+run's time (`memory` freezes it). Each fix is a context manager in the module named beside
+its fault; `local_streaming_fixes` applies them all for as long as a run lasts.
 
 The local batch runner (FnApiRunner) holds every value of a GroupByKey as its own small
 block until the group is complete, then encodes them all into one stream and frees them;

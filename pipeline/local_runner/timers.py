@@ -31,10 +31,10 @@ def spaced_timer_scans(run: LocalStreamingRun) -> Iterator[None]:
     bundle keeps at most one request per device in flight, so bundles of the few devices
     that came due within 50 ms left most of its lanes idle and held the runner's one thread
     (and the next pull) for each; looks half a second apart send every device due meanwhile
-    together. While draining it looks every time, so that
-    the end-of-input timers that flush the buffers go at once; and before the runner decides
-    that the run has ended (nothing in progress), it always looks, since a timer due then
-    would otherwise never fire and the run would end as a stall.
+    together. While draining it looks every time, so that the end-of-input timers that flush
+    the buffers go at once; and before the runner decides that the run has ended (nothing in
+    progress), it always looks, since a timer due then would otherwise never fire and the run
+    would end as a stall.
     """
     monitor = executor._ExecutorServiceParallelExecutor._MonitorTask
     original = monitor.__dict__["_fire_timers"]
