@@ -36,19 +36,12 @@ from transforms.delivery.import_sink import IMPORT_PATH, NDJSON
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "ALL_PROXY")
 
 
-class RawListener:
-    """A loopback TCP server that answers requests with kept-alive 200s (`answers` on each
-    connection, then a reset for the next request) and records the requests it received and
-    the bytes each connection sent first."""
+class LoopbackServer:
+    """A TCP server on 127.0.0.1 that serves each connection on its own thread (`_serve`)."""
 
-    def __init__(self, answer: bool = True, answers: int | None = None) -> None:
-        self._answer = answer
-        self._answers = answers
-        self.requests = 0
+    def __init__(self) -> None:
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.port = self._socket.getsockname()[1]
-        self.first_bytes: list[bytes] = []
-        self.closed_by_client = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -58,6 +51,29 @@ class RawListener:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        # A close alone does not wake the thread waiting in accept().
+        with contextlib.suppress(OSError):
+            self._socket.shutdown(socket.SHUT_RDWR)
+        self._socket.close()
+
+
+class RawListener(LoopbackServer):
+    """A loopback TCP server that answers requests with kept-alive 200s (`answers` on each
+    connection, then a reset for the next request) and records the requests it received and
+    the bytes each connection sent first."""
+
+    def __init__(self, answer: bool = True, answers: int | None = None) -> None:
+        self._answer = answer
+        self._answers = answers
+        self.requests = 0
+        self.first_bytes: list[bytes] = []
+        self.closed_by_client = threading.Event()
+        super().__init__()
 
     def _serve(self, connection: socket.socket) -> None:
         with connection:
@@ -76,27 +92,14 @@ class RawListener:
             if self._answer:
                 self.closed_by_client.set()
 
-    def close(self) -> None:
-        self._socket.close()
 
-
-class QuietListener:
+class QuietListener(LoopbackServer):
     """A loopback TCP server that answers the first `answers` requests of each connection with
     a kept-alive 200, then reads on and never answers: a server that stopped mid-connection."""
 
     def __init__(self, answers: int = 0) -> None:
         self._answers = answers
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self.port = self._socket.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+        super().__init__()
 
     def _serve(self, connection: socket.socket) -> None:
         with connection:
@@ -105,12 +108,6 @@ class QuietListener:
                 if answered < self._answers:
                     connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     answered += 1
-
-    def close(self) -> None:
-        # A close alone does not wake the thread waiting in accept().
-        with contextlib.suppress(OSError):
-            self._socket.shutdown(socket.SHUT_RDWR)
-        self._socket.close()
 
 
 class FullListener:
