@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 
 import apache_beam as beam
@@ -133,14 +134,35 @@ def identity_state_settings(options: WoopraOptions) -> IdentityStateSettings | N
 
 
 def build_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    """Read, parse, filter, validate, resolve identity, map, deliver; dead letters to files."""
+    """The run's pipeline, its options checked first; if building it fails, nothing of it is
+    left behind."""
     validate(options)
     apply_defaults(options)
     woopra = options.view_as(WoopraOptions)
     mapping = mapping_settings(woopra)
     streaming = is_streaming(options)
     pipeline = beam.Pipeline(options=options)
+    try:
+        return _add_stages(pipeline, options, woopra, mapping, streaming)
+    except BaseException:
+        discard(pipeline)
+        raise
 
+
+def discard(pipeline: beam.Pipeline) -> None:
+    """Removes what Beam made for a pipeline that will not run: a local temp folder, which it
+    makes for every Pipeline and removes only when `run()` ends."""
+    shutil.rmtree(pipeline.local_tempdir, ignore_errors=True)
+
+
+def _add_stages(
+    pipeline: beam.Pipeline,
+    options: PipelineOptions,
+    woopra: WoopraOptions,
+    mapping: MappingSettings,
+    streaming: bool,
+) -> beam.Pipeline:
+    """Read, parse, filter, validate, resolve identity, map, deliver; dead letters to files."""
     unreadable_files = []
     if streaming:
         records = pipeline | "ReadEvents" >> ReadPubSubMessages(

@@ -21,7 +21,7 @@ from pipeline.arguments import (
     help_text,
     normalize_switches,
 )
-from pipeline.builder import build_pipeline
+from pipeline.builder import build_pipeline, discard
 from pipeline.exit_codes import exit_code, failures
 from pipeline.graceful_stop import StopSignal, graceful_stop
 from pipeline.local_runner import (
@@ -70,11 +70,14 @@ def main(argv: list[str] | None = None, wait: bool = True) -> int:
     if any(arg in HELP_FLAGS for arg in args):
         print(help_text())
         return 0
+    pipeline = None
     try:
         options = parse_command_line(args)
         pipeline = build_pipeline(options)
         check_run(options)
     except (UserError, ValueError) as err:
+        if pipeline is not None:
+            discard(pipeline)
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
     return run(pipeline, options, wait)
@@ -101,6 +104,7 @@ def run(pipeline: beam.Pipeline, options: PipelineOptions, wait: bool = True) ->
     try:
         ledger = hold_ledger(woopra)
     except (LedgerLockedError, LedgerUnavailableError, ValueError) as err:
+        discard(pipeline)
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
     local_batch = not is_streaming(options) and runner in (LOCAL_BATCH_RUNNER, "DirectRunner")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,13 +23,18 @@ def woopra_flags() -> list[str]:
     return [name for action in parser._actions for name in action.option_strings]
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path | None = None, temp_dir: Path | None = None
+) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; with `temp_dir`, that is where it makes its temporary files."""
+    env = None if temp_dir is None else {**os.environ, "TMPDIR": str(temp_dir)}
     return subprocess.run(
         [sys.executable, "-m", "pipeline", *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=cwd,
+        env=env,
     )
 
 
@@ -132,7 +138,10 @@ def test_spec_16_each_user_error_is_one_line_and_exit_2(tmp_path, case, fragment
     }[case]
     if "--output" not in args:
         args += ["--output", str(tmp_path / "out")]
-    _assert_refused(cli(*args, *SAMPLE_FLAGS), *fragments)
+    temp_dir = tmp_path / "temp"
+    temp_dir.mkdir()
+    _assert_refused(cli(*args, *SAMPLE_FLAGS, temp_dir=temp_dir), *fragments)
+    assert list(temp_dir.iterdir()) == []  # Beam's folder for the pipeline went with it
 
 
 @pytest.mark.emulator

@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -266,16 +267,20 @@ def test_spec_15_a_second_tracking_run_with_the_same_ledger_sends_nothing(tmp_pa
     assert (report["sent"], report["filtered"]) == (0, len(events))
 
 
-def test_spec_15_a_run_is_refused_while_another_holds_the_ledger(tmp_path, capsys):
+def test_spec_15_a_run_is_refused_while_another_holds_the_ledger(tmp_path, capsys, monkeypatch):
     from transforms.delivery.ledger_lock import LedgerLock
 
     glob = write_event_files(tmp_path / "in", visitor_events(1, 1, 1), files=1)
+    temp_dir = tmp_path / "temp"
+    temp_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_dir))
     with LedgerLock(str(tmp_path / "ledger")):
         code = main(["--input", glob, "--ledger", str(tmp_path / "ledger"),
                      "--woopra_base_url", "http://127.0.0.1:9",
                      "--output", str(tmp_path / "o")])  # fmt: skip
     assert code == 2
     assert "another run holds the ledger" in capsys.readouterr().err
+    assert list(temp_dir.iterdir()) == []  # nor is Beam's folder for the pipeline left
 
 
 def test_spec_14_the_secret_is_in_no_file_or_log_a_run_writes(tmp_path):
