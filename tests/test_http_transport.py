@@ -149,33 +149,24 @@ def timeout_of(url: str, first_url: str | None = None) -> TransportError:
 
 
 def test_spec_10_a_connection_never_made_is_a_retried_connect_timeout():
-    server = FullListener()
-    try:
+    with contextlib.closing(FullListener()) as server:
         error = timeout_of(f"http://127.0.0.1:{server.port}/track/ce")
-    finally:
-        server.close()
     assert type(error) is ConnectTimeoutError
     assert error.retryable
     assert error.describe() == "ConnectTimeoutError: OPERATION_TIMEDOUT"
 
 
 def test_a_tls_handshake_never_answered_is_a_connect_timeout():
-    server = QuietListener()
-    try:
+    with contextlib.closing(QuietListener()) as server:
         error = timeout_of(f"https://127.0.0.1:{server.port}/track/ce")
-    finally:
-        server.close()
     assert type(error) is ConnectTimeoutError
 
 
 @pytest.mark.parametrize("reused", [False, True], ids=["new connection", "kept-alive connection"])
 def test_spec_10_a_request_sent_but_never_answered_is_a_retried_read_timeout(reused):
-    server = QuietListener(answers=1 if reused else 0)
-    url = f"http://127.0.0.1:{server.port}/track/ce"
-    try:
+    with contextlib.closing(QuietListener(answers=1 if reused else 0)) as server:
+        url = f"http://127.0.0.1:{server.port}/track/ce"
         error = timeout_of(url, first_url=url if reused else None)
-    finally:
-        server.close()
     assert type(error) is ReadTimeoutError
     assert error.retryable
     assert error.describe() == "ReadTimeoutError: OPERATION_TIMEDOUT"
